@@ -1,0 +1,3 @@
+"""tumorbench: reproduce Ahamed & Sadia (2022) as a DVC pipeline."""
+
+DATASETS = ("br35h", "figshare")

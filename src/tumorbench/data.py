@@ -1,0 +1,60 @@
+"""Load prepared arrays and the split: what training and evaluation read."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PREPARED = Path("data/prepared")
+SPLITS = Path("data/splits")
+
+
+@dataclass
+class SplitData:
+    train_images: np.ndarray  # uint8 (N, 3, S, S)
+    train_labels: np.ndarray  # int64 (N,)
+    val_images: np.ndarray
+    val_labels: np.ndarray
+    val_ids: list[str]
+    class_names: list[str]
+
+
+def read_index(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def class_names_of(rows: list[dict]) -> list[str]:
+    names = {int(r["label"]): r["label_name"] for r in rows}
+    return [names[i] for i in range(len(names))]
+
+
+def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:
+    prepared = root / PREPARED / dataset
+    split_path = root / SPLITS / f"{dataset}.json"
+    for path in (prepared / "images.npy", prepared / "index.csv", split_path):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: run `dvc repro split@{dataset}` first")
+    images = np.load(prepared / "images.npy", mmap_mode="r")
+    rows = read_index(prepared / "index.csv")
+    if len(rows) != len(images):
+        raise ValueError(f"{prepared}: index.csv has {len(rows)} rows but images.npy has {len(images)}; "
+                         f"rerun `dvc repro -f prepare@{dataset}`")
+    split = json.loads(split_path.read_text())
+    position = {r["sample_id"]: i for i, r in enumerate(rows)}
+    missing = [s for s in split["train"] + split["val"] if s not in position]
+    if missing:
+        raise ValueError(f"{split_path} names samples not in {prepared / 'index.csv'} (e.g. {missing[:3]}); "
+                         f"rerun `dvc repro split@{dataset}`")
+    labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+    train = np.array([position[s] for s in split["train"]], dtype=np.int64)
+    val = np.array([position[s] for s in split["val"]], dtype=np.int64)
+    return SplitData(
+        train_images=np.ascontiguousarray(images[train]), train_labels=labels[train],
+        val_images=np.ascontiguousarray(images[val]), val_labels=labels[val],
+        val_ids=list(split["val"]), class_names=class_names_of(rows),
+    )

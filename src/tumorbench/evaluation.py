@@ -1,0 +1,90 @@
+"""Evaluate a variant's best checkpoint on the validation split."""
+
+from __future__ import annotations
+
+import csv
+import io
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tumorbench.data import load_split_data
+from tumorbench.fileio import atomic_write_json, atomic_write_text, md5_file
+from tumorbench.metrics import batch_mean_metrics, dataset_metrics, roc_points
+from tumorbench.models import build_model
+from tumorbench.training import TrainConfig, configure_runtime, pick_device, predict
+from tumorbench.variants import Variant, input_hashes, train_params_hash
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that is missing, damaged or unsafe to load."""
+
+
+def load_checkpoint(path: Path, variant_name: str) -> dict:
+    restore = (f"restore it with `dvc checkout {path}` (if the DVC cache has it) "
+               f"or retrain with `dvc repro -f train@{variant_name}`")
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: {restore}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path} was refused by weights_only loading: it holds Python objects beyond tensors and plain "
+            f"values, which could run code. Do not load it; {restore}. ({str(error).splitlines()[0]})") from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupted ({error}); {restore}") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise CheckpointError(f"{path} is not a tumorbench checkpoint (no 'model' entry); {restore}")
+    return checkpoint
+
+
+def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["sample_id", "label", "pred", "actual", "predicted"] + [f"prob_{k}" for k in range(probs.shape[1])])
+    preds = probs.argmax(1)
+    for sample_id, label, pred, row in zip(ids, labels, preds, probs):
+        writer.writerow([sample_id, int(label), int(pred), class_names[label], class_names[pred]]
+                        + [f"{p:.6g}" for p in row])
+    return out.getvalue()
+
+
+def roc_csv(points: dict) -> str:
+    lines = ["fpr,tpr,threshold"]
+    lines += [f"{f:.6g},{t:.6g},{min(th, 1.0):.6g}" for f, t, th in zip(points["fpr"], points["tpr"], points["threshold"])]
+    return "\n".join(lines) + "\n"
+
+
+def evaluate_variant(variant: Variant, params: dict) -> dict:
+    checkpoint = load_checkpoint(variant.checkpoint, variant.name)
+    data = load_split_data(variant.dataset)
+    cfg = TrainConfig.from_params(params, variant.init)
+    device = pick_device(cfg.device)
+    configure_runtime(device)
+
+    model, _ = build_model(variant.model, len(data.class_names), variant.init, params["data"]["image_size"],
+                           load_weights=False)
+    model.load_state_dict(checkpoint["model"])
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    probs = predict(model, torch.from_numpy(data.val_images).to(device), cfg).double().cpu().numpy()
+    labels = data.val_labels
+    preds = probs.argmax(1)
+    k = len(data.class_names)
+
+    metrics = dataset_metrics(labels, preds, probs, k)
+    metrics["batch"] = batch_mean_metrics(labels, preds, probs, params["train"]["batch_size"])
+    metrics.update(best_epoch=int(checkpoint["epoch"]), epochs=params["train"]["epochs"], num_val=int(len(labels)))
+    weights_md5 = checkpoint.get("provenance", {}).get("weights_md5")
+    metrics["provenance"] = {**input_hashes(variant.dataset), "checkpoint_md5": md5_file(variant.checkpoint),
+                             "weights_md5": weights_md5, "params_hash": train_params_hash(params, variant.init)}
+
+    atomic_write_text(variant.predictions, predictions_csv(data.val_ids, labels, probs, data.class_names))
+    for points in roc_points(labels, probs, k):
+        atomic_write_text(variant.roc_dir / f"{points['class']}.csv", roc_csv(points))
+    atomic_write_json(variant.metrics, metrics)  # last: no metrics unless everything else worked
+    return metrics

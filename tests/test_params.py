@@ -1,0 +1,65 @@
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tumorbench.params import ParamsError, load_params, train_param_keys, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def params():
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_committed_profiles_are_valid():
+    load_params(ROOT / "params.yaml")
+    paper = yaml.safe_load((ROOT / "profiles/paper.yaml").read_text())
+    validate(paper, root=ROOT)
+    assert len(paper["models"]) * len(paper["inits"]) * len(paper["datasets"]) == 48
+    assert paper["data"]["image_size"] == 224 and paper["train"]["epochs"] == 100
+
+
+@pytest.mark.parametrize("key, value, needle", [
+    ("datasets", ["br35h", "mnist"], "datasets"),
+    ("models", ["resnet19"], "models"),
+    ("inits", ["random"], "inits"),
+    ("data.image_size", 16, "data.image_size"),
+    ("data.max_unreadable", 1.5, "data.max_unreadable"),
+    ("data.br35h.source", "ftp", "data.br35h.source"),
+    ("data.figshare.source", "path", "data.figshare.path"),
+    ("split.val_fraction", 0.0, "split.val_fraction"),
+    ("split.val_fraction", 1.0, "split.val_fraction"),
+    ("split.group_by", "hospital", "split.group_by"),
+    ("train.epochs", -1, "train.epochs"),
+    ("train.batch_size", 0, "train.batch_size"),
+    ("train.device", "tpu", "train.device"),
+])
+def test_invalid_values_name_the_key_and_allowed_values(params, key, value, needle):
+    bad = copy.deepcopy(params)
+    node = bad
+    *parents, last = key.split(".")
+    for part in parents:
+        node = node[part]
+    node[last] = value
+    with pytest.raises(ParamsError) as error:
+        validate(bad, root=ROOT)
+    message = str(error.value)
+    assert needle in message and "allowed" in message
+
+
+def test_path_source_must_exist(params, tmp_path):
+    params["data"]["br35h"].update(source="path", path="no/such/folder")
+    with pytest.raises(ParamsError, match="data.br35h.path"):
+        validate(params, root=ROOT)
+    (tmp_path / "copy").mkdir()
+    params["data"]["br35h"]["path"] = str(tmp_path / "copy")
+    validate(params, root=ROOT)
+
+
+def test_dvc_yaml_train_stage_lists_exactly_the_params_training_hashes():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    listed = [p.replace("${item.init}", "scratch") for p in stages["train"]["params"]]
+    assert listed == train_param_keys("scratch")

@@ -1,0 +1,113 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from tumorbench.fileio import md5_file
+from tumorbench.models import build_model
+from tumorbench.training import TrainConfig, fit, make_optimizer
+
+
+def config(**overrides) -> TrainConfig:
+    values = dict(epochs=3, batch_size=16, lr=1e-3, step_size=30, gamma=0.1, seed=0, device="cpu", compile=False,
+                  rotation=20.0, hflip=0.5, vflip=0.5, mean=[0.0] * 3, std=[1.0] * 3, eval_batch_size=64)
+    values.update(overrides)
+    return TrainConfig(**values)
+
+
+def test_learning_rate_follows_the_papers_step_schedule():
+    optimizer, scheduler = make_optimizer(nn.Linear(2, 2), config())
+    rates = []
+    for _ in range(90):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert rates[0] == rates[29] == pytest.approx(1e-3)
+    assert rates[30] == rates[59] == pytest.approx(1e-4)
+    assert rates[60] == rates[89] == pytest.approx(1e-5)
+
+
+class ScriptedValidationLoss(nn.Module):
+    """A model whose validation loss in epoch e is losses[e] (labels all 0, two classes)."""
+
+    def __init__(self, losses):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.register_buffer("evaluations", torch.zeros((), dtype=torch.long))
+        self.losses = losses
+
+    def forward(self, x):
+        if self.training:
+            return self.weight * x.flatten(1)[:, :2]
+        loss = self.losses[int(self.evaluations)]
+        self.evaluations += 1
+        margin = -math.log(math.expm1(loss))  # cross-entropy of logits [margin, 0] for label 0
+        return torch.tensor([margin, 0.0]).repeat(len(x), 1)
+
+
+def test_best_checkpoint_is_the_last_epoch_with_the_lowest_validation_loss(tmp_path):
+    losses = [0.5, 0.4, 0.4, 0.6, 0.3, 0.3, 0.35]
+    images = np.zeros((8, 3, 8, 8), dtype=np.uint8)
+    labels = np.zeros(8, dtype=np.int64)
+    summary = fit(ScriptedValidationLoss(losses), images, labels, images, labels, config(epochs=len(losses)),
+                  checkpoint_path=tmp_path / "best.pt", live_dir=tmp_path / "live", fingerprint="x",
+                  checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+    checkpoint = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert summary["best_epoch"] == checkpoint["epoch"] == 5  # the tie at epoch 5 replaces epoch 4
+    assert checkpoint["val_loss"] == pytest.approx(0.3, abs=1e-6)
+    assert int(checkpoint["model"]["evaluations"]) == 6  # the weights saved are those of epoch 5
+    assert [round(r["val_loss"], 6) for r in summary["history"]] == losses
+
+
+def blobs(n: int, seed: int, size: int = 32):
+    """Images whose class is a bright square's presence: learnable in a couple of epochs."""
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 60, size=(n, 3, size, size), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64) % 2
+    for i in np.flatnonzero(labels):
+        y, x = rng.integers(4, size - 12, size=2)
+        images[i, :, y:y + 8, x:x + 8] = 220
+    return images, labels
+
+
+def run_fit(tmp_path, name, stop_after=None, epochs=3):
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", 2, "scratch", 32)
+    train_x, train_y = blobs(48, seed=1)
+    val_x, val_y = blobs(32, seed=2)
+    return fit(model, train_x, train_y, val_x, val_y, config(epochs=epochs), checkpoint_path=tmp_path / name,
+               live_dir=tmp_path / "live", fingerprint="same-inputs", checkpoint_meta={},
+               resume_dir=tmp_path / "resume", progress=False, stop_after=stop_after)
+
+
+def test_same_seed_gives_identical_results_on_cpu(tmp_path):
+    first = run_fit(tmp_path, "a.pt")
+    second = run_fit(tmp_path, "b.pt")
+    assert first["history"] == second["history"]
+    assert md5_file(tmp_path / "a.pt") == md5_file(tmp_path / "b.pt")
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path):
+    uninterrupted = run_fit(tmp_path, "full.pt")
+    stopped = run_fit(tmp_path, "resumed.pt", stop_after=1)
+    assert stopped == {"stopped_at": 1}
+    assert (tmp_path / "resume" / "state.pt").exists() and not (tmp_path / "resumed.pt").exists()
+    resumed = run_fit(tmp_path, "resumed.pt")
+    assert resumed["history"] == uninterrupted["history"]
+    assert md5_file(tmp_path / "resumed.pt") == md5_file(tmp_path / "full.pt")
+    assert not (tmp_path / "resume").exists()
+    logged = (tmp_path / "live" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
+    assert len(logged) == 1 + 3  # header + every epoch, the replayed ones included
+
+
+def test_resume_state_from_other_inputs_is_ignored(tmp_path, capsys):
+    run_fit(tmp_path, "x.pt", stop_after=1)
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", 2, "scratch", 32)
+    x, y = blobs(48, seed=1)
+    result = fit(model, x, y, x, y, config(epochs=2), checkpoint_path=tmp_path / "y.pt", live_dir=tmp_path / "live",
+                 fingerprint="other-inputs", checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+    assert "ignoring" in capsys.readouterr().out
+    assert [r["epoch"] for r in result["history"]] == [0, 1]
