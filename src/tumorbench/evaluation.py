@@ -13,7 +13,7 @@ import torch
 
 from tumorbench.data import load_split_data
 from tumorbench.fileio import atomic_write_json, atomic_write_text, md5_file
-from tumorbench.metrics import batch_mean_metrics, dataset_metrics, roc_points
+from tumorbench.metrics import batch_mean_metrics, dataset_metrics, roc_auc_per_class, roc_points
 from tumorbench.models import build_model
 from tumorbench.training import TrainConfig, configure_runtime, pick_device, predict
 from tumorbench.variants import Variant, input_hashes, train_params_hash
@@ -52,10 +52,13 @@ def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, class
     return out.getvalue()
 
 
-def roc_csv(points: dict) -> str:
-    lines = ["fpr,tpr,threshold"]
-    lines += [f"{f:.6g},{t:.6g},{min(th, 1.0):.6g}" for f, t, th in zip(points["fpr"], points["tpr"], points["threshold"])]
-    return "\n".join(lines) + "\n"
+def roc_csvs(rows: list[dict]) -> dict[str, str]:
+    """One CSV text per class (binary: the positive class) from metrics.roc_points rows."""
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        lines = out.setdefault(row["class"], ["fpr,tpr,threshold"])
+        lines.append(f"{row['fpr']:.6g},{row['tpr']:.6g},{row['threshold']:.6g}")
+    return {name: "\n".join(lines) + "\n" for name, lines in out.items()}
 
 
 def evaluate_variant(variant: Variant, params: dict) -> dict:
@@ -78,13 +81,14 @@ def evaluate_variant(variant: Variant, params: dict) -> dict:
 
     metrics = dataset_metrics(labels, preds, probs, k)
     metrics["batch"] = batch_mean_metrics(labels, preds, probs, params["train"]["batch_size"])
+    metrics["auc"] = roc_auc_per_class(labels, probs, k, data.class_names)
     metrics.update(best_epoch=int(checkpoint["epoch"]), epochs=params["train"]["epochs"], num_val=int(len(labels)))
     weights_md5 = checkpoint.get("provenance", {}).get("weights_md5")
     metrics["provenance"] = {**input_hashes(variant.dataset), "checkpoint_md5": md5_file(variant.checkpoint),
                              "weights_md5": weights_md5, "params_hash": train_params_hash(params, variant.init)}
 
     atomic_write_text(variant.predictions, predictions_csv(data.val_ids, labels, probs, data.class_names))
-    for points in roc_points(labels, probs, k):
-        atomic_write_text(variant.roc_dir / f"{points['class']}.csv", roc_csv(points))
+    for class_name, text in roc_csvs(roc_points(labels, probs, k, data.class_names)).items():
+        atomic_write_text(variant.roc_dir / f"{class_name}.csv", text)
     atomic_write_json(variant.metrics, metrics)  # last: no metrics unless everything else worked
     return metrics

@@ -91,7 +91,7 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
     if not (isinstance(per_class, list) and len(per_class) == 3
             and all(isinstance(n, int) and n >= 2 for n in per_class)):
         _fail("data.synthetic.figshare_per_class", per_class, "three integers >= 2")
-    _check_number(params, "data.synthetic.figshare_patients", int, low=2, text="an integer >= 2")
+    _check_number(params, "data.synthetic.figshare_patients", int, low=3, text="an integer >= 3")
     _check_number(params, "data.synthetic.figshare_size", int, low=32, text="an integer >= 32")
     _check_number(params, "split.val_fraction", float, 0, 1, low_open=True, high_open=True,
                   text="a fraction in (0, 1)")

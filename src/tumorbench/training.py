@@ -81,7 +81,8 @@ def autocast(device: torch.device):
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    on_cuda = next(model.parameters()).is_cuda
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=on_cuda or None)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     return optimizer, scheduler
 
@@ -187,15 +188,13 @@ def load_resume_state(resume_dir: Path, fingerprint: str) -> dict | None:
 
 
 def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
-        val_labels: np.ndarray, cfg: TrainConfig, checkpoint_path: Path, live_dir: Path, fingerprint: str,
+        val_labels: np.ndarray, cfg: TrainConfig, checkpoint_path: Path, live_dir: Path | None, fingerprint: str,
         checkpoint_meta: dict, resume_dir: Path, progress: bool = True, stop_after: int | None = None) -> dict:
     """Run Algorithm 1; write the best checkpoint to `checkpoint_path`; return a summary.
 
     `stop_after` ends the run after that many epochs in this call, leaving the
     resume state behind as a killed run would (used by tests).
     """
-    from dvclive import Live  # imported here: it is slow to import and only training needs it
-
     device = pick_device(cfg.device)
     configure_runtime(device)
     model = model.to(device)
@@ -221,10 +220,10 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
         print(f"resume: continuing from epoch {start_epoch} of {cfg.epochs} (best so far: epoch {best_epoch})")
 
     trained = torch.compile(model) if cfg.compile else model
-    with Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None) as live:
+    with open_live(live_dir) as live:
         for row in history:  # DVC removed the old log with the stage's outputs: replay it
             log_epoch(live, row)
-        epochs = tqdm(range(start_epoch, cfg.epochs), desc=live_dir.name, disable=not progress,
+        epochs = tqdm(range(start_epoch, cfg.epochs), desc=checkpoint_path.stem, disable=not progress,
                       initial=start_epoch, total=cfg.epochs, unit="epoch")
         for epoch in epochs:
             lr = optimizer.param_groups[0]["lr"]
@@ -253,6 +252,33 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
     os.replace(checkpoint_path.with_name(checkpoint_path.name + ".tmp"), checkpoint_path)
     shutil.rmtree(resume_dir, ignore_errors=True)
     return {"best_epoch": best_epoch, "best_val_loss": best_loss, "history": history}
+
+
+class NoLog:
+    """Stands in for DVCLive where it is not installed (e.g. a bare GPU machine running bench/)."""
+
+    step = 0
+
+    def log_metric(self, name, value):
+        pass
+
+    def next_step(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def open_live(live_dir: Path | None):
+    """DVCLive logging into `live_dir`; dvc.yaml, not DVCLive, declares the plots (dvcyaml=False)."""
+    if live_dir is None:
+        return NoLog()
+    from dvclive import Live  # slow to import; only training needs it
+
+    return Live(dir=str(live_dir), dvcyaml=False, save_dvc_exp=False, report=None)
 
 
 def log_epoch(live, row: dict) -> None:

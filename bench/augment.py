@@ -1,0 +1,97 @@
+"""Images per second: our batched augmentation vs torchvision's per-image PIL path.
+
+Both augment the same uint8 images (real Br35H slices from ../shared/data/br35h,
+decoded and resized once; generated noise if that folder is missing) with a
+rotation of up to 20 degrees and random horizontal and vertical flips, ending
+in float tensors in [0, 1]. The naive path is what a torchvision Dataset does
+per image (RandomRotation, RandomHorizontalFlip, RandomVerticalFlip, ToTensor
+on a PIL image); ours is to_float + augment_batch per training batch.
+
+    .venv/bin/python bench/augment.py [--size 128] [--n 512] [--batch-size 32] [--device cpu|cuda]
+
+The last line is `ratio ours/naive augment: X.XX`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+from tumorbench.augment import augment_batch, to_float
+
+BR35H = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
+
+
+def load_images(folder: Path, n: int, size: int) -> tuple[np.ndarray, str]:
+    """(n, 3, size, size) uint8 images (half yes/, half no/ of a Br35H folder) and where they came from."""
+    files = sorted(folder.glob("yes/*.jpg"))[: n // 2] + sorted(folder.glob("no/*.jpg"))[: n - n // 2]
+    if len(files) < n:
+        rng = np.random.default_rng(0)
+        return rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8), "generated noise (no Br35H found)"
+    images = np.empty((n, 3, size, size), dtype=np.uint8)
+    for i, file in enumerate(files):
+        with Image.open(file) as image:
+            image = image.convert("RGB").resize((size, size), Image.BILINEAR)
+            images[i] = np.asarray(image).transpose(2, 0, 1)
+    return images, f"{n} Br35H images from {folder}"
+
+
+def median_seconds(run, repeats: int, sync) -> float:
+    run()  # warm-up: allocator, kernels, page faults
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--n", type=int, default=512)
+    parser.add_argument("--batch-size", type=int, default=32, help="images per augment_batch call")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=BR35H, help="a Br35H folder with yes/ and no/")
+    args = parser.parse_args(argv)
+
+    torch.set_num_threads(len(os.sched_getaffinity(0)))
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    images, origin = load_images(args.data, args.n, args.size)
+    print(f"{origin}, {args.size} px, {torch.get_num_threads()} threads, device {device}", file=sys.stderr)
+
+    pil_images = [Image.fromarray(image.transpose(1, 2, 0)) for image in images]
+    naive_transform = T.Compose([T.RandomRotation(20), T.RandomHorizontalFlip(), T.RandomVerticalFlip(), T.ToTensor()])
+
+    def naive():
+        return torch.stack([naive_transform(image) for image in pil_images])
+
+    batch = torch.from_numpy(images).to(device)
+    generator = torch.Generator(device=device).manual_seed(0)
+
+    def ours():
+        for start in range(0, args.n, args.batch_size):
+            augment_batch(to_float(batch[start:start + args.batch_size]), generator, 20.0, 0.5, 0.5)
+
+    naive_rate = args.n / median_seconds(naive, args.repeats, lambda: None)
+    ours_rate = args.n / median_seconds(ours, args.repeats, sync)
+    print(f"naive (PIL, per image): {naive_rate:10.0f} images/s")
+    print(f"ours (batched {args.batch_size}, {device.type}): {ours_rate:10.0f} images/s")
+    print(f"ratio ours/naive augment: {ours_rate / naive_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+"""The GPU check: throughput of all 12 models, the paper grid's estimated wall
+time, then a real paper-profile subset trained in the time left.
+
+    python bench/gpu.py --data <Br35H folder with yes/ and no/> [--budget 420] [--out DIR]
+
+1. Throughput at 224 px, batch 32, for all 12 models (our loop), and the naive
+   torchvision loop for ResNet-50 and ResNet-18, in the same process.
+2. The estimated wall time of the paper grid (2 datasets x 12 models x 2 inits
+   x 100 epochs) from the measured rates.
+3. With the time left: ResNet-18 and EfficientNet-B0 from scratch on Br35H,
+   224 px, the paper's Algorithm 1 (100 epochs if they fit), and their rows
+   next to the paper's Table 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import measure_naive, measure_ours  # noqa: E402
+
+from tumorbench.data import read_index  # noqa: E402
+from tumorbench.metrics import dataset_metrics  # noqa: E402
+from tumorbench.models import build_model  # noqa: E402
+from tumorbench.params import MODELS  # noqa: E402
+from tumorbench.prepare import prepare  # noqa: E402
+from tumorbench.splits import make_split  # noqa: E402
+from tumorbench.training import TrainConfig, configure_runtime, fit, predict  # noqa: E402
+
+# (train, val) images per epoch with the paper's 60/40 split
+GRID_SIZES = {"br35h": (1800, 1200), "figshare": (1838, 1226)}
+PAPER_TABLE1 = {"resnet18": (0.990833, 0.989153, 0.990333, 0.991603, 0.038533),
+                "efficientnet-b0": (0.987500, 0.986165, 0.988690, 0.987857, 0.040588)}
+
+
+def log(text: str, sink) -> None:
+    print(text, flush=True)
+    sink.write(text + "\n")
+    sink.flush()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--budget", type=float, default=420, help="seconds for the whole script")
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--naive", nargs="*", default=["resnet50", "resnet18"])
+    parser.add_argument("--train", nargs="*", default=["resnet18", "efficientnet-b0"])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    args = parser.parse_args(argv)
+    start = time.time()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    configure_runtime(device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    sink = open(args.out / "gpu_check.txt", "w")
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU"
+    log(f"device: {name}; torch {torch.__version__}; budget {args.budget:.0f} s", sink)
+
+    work = Path(tempfile.mkdtemp())
+    report = prepare(args.data, work / "prepared", args.size, 0.01, "br35h")
+    log(f"prepared {report['n_samples']} images at {args.size} px in {time.time() - start:.0f} s", sink)
+    images = np.load(work / "prepared" / "images.npy")
+    rows = read_index(work / "prepared" / "index.csv")
+    labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+    order = np.random.default_rng(0).permutation(len(images))
+    mixed_x, mixed_y = images[order], labels[order]
+
+    log(f"\n## 1. Throughput, {args.size} px, batch {args.batch}, bf16 + channels_last (ours)", sink)
+    log(f"{'model':<16}{'GFLOPs/img':>11}{'train img/s':>13}{'eval img/s':>12}{'train TFLOP/s':>15}", sink)
+    rates = {}
+    for model_name in args.models:
+        r = measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device, args.steps, 5, 256)
+        rates[model_name] = r
+        log(f"{model_name:<16}{r['gflops']:>11.2f}{r['train']:>13.0f}{r['eval']:>12.0f}"
+            f"{3 * r['gflops'] * r['train'] / 1000:>15.1f}", sink)
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    paths = [r["source_path"] for r in rows]
+    for model_name in args.naive:
+        naive = measure_naive(model_name, args.data, [paths[i] for i in order], args.size, args.batch, device,
+                              args.steps, 5, len(os.sched_getaffinity(0)))
+        ours = rates.get(model_name) or measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device,
+                                                     args.steps, 5, 256)
+        log(f"naive {model_name}: train {naive['train']:.0f} img/s, eval {naive['eval']:.0f} img/s; "
+            f"ratio ours/naive train: {ours['train'] / naive['train']:.2f}, eval: {ours['eval'] / naive['eval']:.2f}",
+            sink)
+
+    log("\n## 2. Estimated wall time of the paper grid (48 variants x 100 epochs)", sink)
+    total = 0.0
+    for model_name, r in rates.items():
+        per_model = sum(2 * 100 * (n_train / r["train"] + n_val / r["eval"]) for n_train, n_val in GRID_SIZES.values())
+        total += per_model
+        log(f"{model_name:<16}{per_model / 60:>8.1f} min (both datasets, both inits)", sink)
+    if len(rates) == len(MODELS):
+        log(f"grid total: {total / 3600:.2f} h of training on this GPU", sink)
+
+    log(f"\n## 3. Paper profile subset: Br35H, scratch, {args.size} px, 60/40 split (seed 42)", sink)
+    split = make_split(work / "prepared" / "index.csv", work / "prepared" / "images.npy", 0.4, 42, "none", "br35h")
+    position = {r["sample_id"]: i for i, r in enumerate(rows)}
+    train_idx = np.array([position[s] for s in split["train"]])
+    val_idx = np.array([position[s] for s in split["val"]])
+    results = {}
+    for model_name in args.train:
+        r = rates[model_name]
+        per_epoch = len(train_idx) / r["train"] + len(val_idx) / r["eval"]
+        left = args.budget - (time.time() - start) - 20
+        epochs = min(args.epochs, int(left / (per_epoch * 1.15 * (len(args.train) - len(results)))))
+        if epochs < 1:
+            log(f"{model_name}: no time left to train", sink)
+            continue
+        cfg = TrainConfig(epochs=epochs, batch_size=args.batch, lr=1e-3, step_size=30, gamma=0.1, seed=0,
+                          device=device.type, compile=False, rotation=20, hflip=0.5, vflip=0.5,
+                          mean=[0.0] * 3, std=[1.0] * 3, eval_batch_size=256)
+        torch.manual_seed(0)
+        model, _ = build_model(model_name, 2, "scratch", args.size)
+        began = time.time()
+        summary = fit(model, images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], cfg,
+                      checkpoint_path=work / f"{model_name}.pt", live_dir=None, fingerprint=model_name,
+                      checkpoint_meta={}, resume_dir=work / f"resume-{model_name}", progress=False)
+        checkpoint = torch.load(work / f"{model_name}.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+        model = model.to(device).to(memory_format=torch.channels_last) if device.type == "cuda" else model
+        probs = predict(model, torch.from_numpy(images[val_idx]).to(device), cfg).double().cpu().numpy()
+        metrics = dataset_metrics(labels[val_idx], probs.argmax(1), probs, 2)
+        results[model_name] = {**metrics, "epochs": epochs, "best_epoch": summary["best_epoch"],
+                               "seconds": time.time() - began,
+                               "val_loss_curve": [h["val_loss"] for h in summary["history"]]}
+        log(f"{model_name}: {epochs} epochs in {time.time() - began:.0f} s, best epoch {summary['best_epoch']}", sink)
+
+    log(f"\n{'model':<16}{'':>6}{'accuracy':>10}{'f1':>10}{'precision':>10}{'recall':>10}{'loss':>10}", sink)
+    for model_name, m in results.items():
+        paper = PAPER_TABLE1[model_name]
+        log(f"{model_name:<16}{'ours':>6}" + "".join(f"{m[k]:>10.6f}" for k in
+                                                  ("accuracy", "f1", "precision", "recall", "loss")), sink)
+        log(f"{'':<16}{'paper':>6}" + "".join(f"{v:>10.6f}" for v in paper), sink)
+    (args.out / "gpu_check.json").write_text(json.dumps({"device": name, "rates": rates, "results": results},
+                                                        indent=1))
+    log(f"\ntotal {time.time() - start:.0f} s", sink)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

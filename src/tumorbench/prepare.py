@@ -1,0 +1,146 @@
+"""Decode a raw dataset once into a fixed-size uint8 array: the prepare stage.
+
+Outputs in out_dir (data/prepared/<dataset>/), each written atomically, none
+when the data fails the checks:
+    images.npy   uint8 (N, 3, S, S), row i = index.csv row i
+    index.csv    sample_id,label,label_name,patient_id,source_path,sha256
+    report.json  counts per class, unreadable files, duplicate groups, ...
+
+The same raw files and params give byte-identical outputs (no timings or
+absolute paths in them), so DVC's md5s and run-cache stay stable.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from multiprocessing import Pool
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from tumorbench import fileio
+from tumorbench.readers import UnreadableImage, decode_image, error_text, mat_to_array, natural_key, read_samples
+
+INDEX_COLUMNS = ["sample_id", "label", "label_name", "patient_id", "source_path", "sha256"]
+POOL_MIN_FILES = 300  # below this, starting worker processes costs more than it saves
+SHOWN_UNREADABLE = 10
+
+
+class PrepareError(RuntimeError):
+    """The raw data cannot be prepared (too many unreadable files, an empty class)."""
+
+
+def decode_file(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, str]:
+    """(sha256 of the file, pixels uint8 (3, S, S) or None, reason it is unreadable or "").
+
+    job = (loader, absolute path, size); a top-level function so a Pool can run it.
+    """
+    loader, path, size = job
+    try:
+        if loader == "mat":
+            sha256 = fileio.sha256_file(path)
+            return sha256, mat_to_array(path, size), ""
+        data = Path(path).read_bytes()
+        return fileio.sha256_bytes(data), decode_image(data, size), ""
+    except UnreadableImage as e:
+        return fileio.sha256_file(path), None, str(e)
+    except Exception as e:  # h5py and friends raise many kinds: a bad file is reported, not fatal
+        return fileio.sha256_file(path), None, f"cannot read: {error_text(e)}"
+
+
+def worker_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def decode_all(jobs: list[tuple[str, str, int]], processes: int | None = None,
+               desc: str = "decode") -> Iterator[tuple[str, np.ndarray | None, str]]:
+    """decode_file on every job, yielded in the jobs' order; a process pool for more than a few hundred."""
+    processes = processes or worker_count()
+    if len(jobs) < POOL_MIN_FILES or processes == 1:
+        yield from map(decode_file, tqdm(jobs, desc=desc, unit="file"))
+        return
+    chunksize = max(1, min(64, len(jobs) // (processes * 8)))
+    with Pool(processes) as pool:
+        yield from tqdm(pool.imap(decode_file, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit="file")
+
+
+def duplicate_groups(paths_and_hashes: list[tuple[str, str]]) -> list[list[str]]:
+    """Groups (2 or more) of paths whose bytes are identical, sorted."""
+    by_hash: dict[str, list[str]] = {}
+    for path, sha256 in paths_and_hashes:
+        by_hash.setdefault(sha256, []).append(path)
+    return sorted(sorted(group) for group in by_hash.values() if len(group) > 1)
+
+
+def index_csv_text(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _too_many_unreadable(unreadable: list[dict], total: int, max_unreadable: float, raw_dir: Path) -> str:
+    shown = "\n".join(f"  {u['path']}: {u['reason']}" for u in unreadable[:SHOWN_UNREADABLE])
+    more = f"\n  ... and {len(unreadable) - SHOWN_UNREADABLE} more" if len(unreadable) > SHOWN_UNREADABLE else ""
+    return (f"{raw_dir}: {len(unreadable)} of {total} files are unreadable "
+            f"({len(unreadable) / total:.2%} > data.max_unreadable = {max_unreadable}):\n{shown}{more}\n"
+            f"Fix or re-download the data, or raise data.max_unreadable in params.yaml to skip them.")
+
+
+def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, image_size: int,
+            max_unreadable: float, dataset_name: str, processes: int | None = None) -> dict:
+    """Decode every sample under raw_dir into out_dir; returns the report (also written as report.json).
+
+    Fails with PrepareError, writing nothing, when the unreadable fraction
+    exceeds max_unreadable or a class is left without samples.
+    """
+    raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    records, class_names, reader = read_samples(raw_dir)
+    unreadable = [{"path": r["source_path"], "reason": r["error"]} for r in records if r["error"]]
+    decodable = [r for r in records if not r["error"]]
+    jobs = [(r["loader"], r["path"], image_size) for r in decodable]
+
+    # Filled in order; rows of unreadable files are left over at the end and cut off.
+    images = np.zeros((len(jobs), 3, image_size, image_size), dtype=np.uint8)
+    kept = []
+    # The generator goes first in zip so it runs to its end and closes its pool.
+    for (sha256, pixels, reason), record in zip(decode_all(jobs, processes, f"prepare {dataset_name}"), decodable):
+        if pixels is None:
+            unreadable.append({"path": record["source_path"], "reason": reason})
+        else:
+            images[len(kept)] = pixels
+            kept.append({**record, "sha256": sha256})
+    unreadable.sort(key=lambda u: natural_key(u["path"]))
+
+    if len(unreadable) / len(records) > max_unreadable:
+        raise PrepareError(_too_many_unreadable(unreadable, len(records), max_unreadable, raw_dir))
+    counts = {name: sum(r["label"] == label for r in kept) for label, name in enumerate(class_names)}
+    empty = [name for name, n in counts.items() if n == 0]
+    if empty:
+        raise PrepareError(f"{raw_dir}: no readable samples of class {empty} ({reader} layout); "
+                           f"check the download")
+
+    report = {
+        "dataset": dataset_name,
+        "reader": reader,
+        "class_names": class_names,
+        "counts": counts,
+        "n_samples": len(kept),
+        "n_files": len(records),
+        "image_size": image_size,
+        "max_unreadable": max_unreadable,
+        "unreadable": unreadable,
+        "duplicates": duplicate_groups([(r["source_path"], r["sha256"]) for r in kept]),
+        "n_patients": len({r["patient_id"] for r in kept} - {""}),
+    }
+    # File by file, not a whole-directory swap: DVC tracks the three files and may keep its own
+    # .gitignore in out_dir. report.json goes last, so it marks a complete run.
+    fileio.atomic_save_npy(out_dir / "images.npy", images[:len(kept)])
+    fileio.atomic_write_text(out_dir / "index.csv", index_csv_text(kept))
+    fileio.atomic_write_json(out_dir / "report.json", report)
+    return report

@@ -1,0 +1,434 @@
+"""The aggregate report: our four tables beside the paper's, with noise and audit.
+
+`aggregate(params, root)` reads what the evaluate stages wrote for each
+variant `<dataset>-<model>-<init>` (variants not run are simply absent):
+
+    metrics/<variant>.json                        scores, per-batch scores, provenance
+    plots/predictions/<variant>.csv               sample_id,label,pred,prob_0..prob_{K-1}
+    dvclive/<variant>/plots/metrics/val/loss.tsv  step, loss per epoch
+    dvclive/<variant>/plots/metrics/val/lr.tsv    step, lr per epoch
+
+and writes (atomically):
+
+    reports/<dataset>-<init>.md, .csv   one table per paper table (1-4), all 12 models
+    reports/README.md                   summary, the four tables, the audit
+    metrics/summary.json                best model per table, mean accuracy per init
+    plots/curves/<dataset>-<init>/<model>.csv  epoch,val_loss (header only when not run)
+    plots/curves/lr.csv                        epoch,lr
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tumorbench import DATASETS
+from tumorbench.audit import audit_rows
+from tumorbench.fileio import atomic_write_json, atomic_write_text
+from tumorbench.metrics import METRICS
+from tumorbench.params import INITS, MODELS
+from tumorbench.stats import bootstrap_ci, mcnemar_exact
+
+PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
+TABLES = {("br35h", "scratch"): 1, ("br35h", "imagenet"): 2,
+          ("figshare", "scratch"): 3, ("figshare", "imagenet"): 4}
+DATASET_TITLES = {"br35h": "Br35H (tumor yes/no)",
+                  "figshare": "figshare (meningioma/glioma/pituitary)"}
+INIT_TITLES = {"scratch": "trained from scratch", "imagenet": "ImageNet-initialised"}
+MODEL_TITLES = {"resnet50": "ResNet-50", "resnet18": "ResNet18", "resnext50": "ResNext50",
+                "googlenet": "GoogLeNet",
+                **{f"efficientnet-b{i}": f"EfficientNet-B{i}" for i in range(8)}}
+METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1-Score", "precision": "Precision",
+                 "recall": "Recall", "loss": "Loss"}
+PROVENANCE = ("prepared_images_md5", "prepared_index_md5", "split_md5", "checkpoint_md5",
+              "weights_md5", "params_hash")
+PROVENANCE_TITLES = ("images", "index", "split", "checkpoint", "weights", "params")
+PAPER_NUM_VAL = {"br35h": 1200, "figshare": 1226}  # the paper's accuracies are multiples of 1/N
+ALPHA = 0.05
+MISSING = "—"
+LEGEND = ("Best = highest accuracy, ties broken by lowest loss. Δ = ours − paper. 95% CI: percentile "
+          "bootstrap over validation images. McNemar: exact test against our best model of the same "
+          "table. Per-batch: macro scores per training-size batch, averaged (see the audit). "
+          "Hashes: first 8 characters (full in the CSV). “—”: variant not run.\n")
+
+
+# ---------------------------------------------------------------- inputs
+
+def load_paper_results() -> list[dict]:
+    """The paper's Tables 1-4 as rows of strings (values as printed, six decimals)."""
+    with open(PAPER_RESULTS, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def table_name(dataset: str, init: str) -> str:
+    return f"{dataset}-{init}"
+
+
+def variant_name(dataset: str, model: str, init: str) -> str:
+    return f"{dataset}-{model}-{init}"
+
+
+def read_metrics(path: Path) -> dict:
+    with open(path) as f:
+        metrics = json.load(f)
+    needed = [*METRICS, "batch", "provenance"]
+    missing = [key for key in needed if key not in metrics]
+    if missing:
+        raise ValueError(f"{path}: missing keys {missing}; rerun the evaluate stage that writes it")
+    return metrics
+
+
+def read_predictions(path: Path) -> dict:
+    """sample_id (str array), label, pred (int arrays), probs (N, K) from a predictions CSV."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: the evaluate stage writes it beside "
+                                f"metrics/{path.stem}.json; rerun `dvc repro`")
+    frame = pd.read_csv(path, dtype={"sample_id": str})
+    prob_columns = sorted((c for c in frame.columns if c.startswith("prob_")),
+                          key=lambda c: int(c.split("_")[1]))
+    expected = [f"prob_{k}" for k in range(len(prob_columns))]
+    if not {"sample_id", "label", "pred"} <= set(frame.columns) or prob_columns != expected \
+            or len(prob_columns) < 2:
+        raise ValueError(f"{path}: expected columns sample_id,label,pred,prob_0..prob_K-1, "
+                         f"got {list(frame.columns)}")
+    return {"sample_id": frame["sample_id"].to_numpy(),
+            "label": frame["label"].to_numpy(np.int64),
+            "pred": frame["pred"].to_numpy(np.int64),
+            "probs": frame[prob_columns].to_numpy(np.float64)}
+
+
+def read_dvclive_series(path: Path) -> dict[int, float]:
+    """step -> value of a DVCLive metric TSV (value column named after the file)."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    if rows and ("step" not in rows[0] or path.stem not in rows[0]):
+        raise ValueError(f"{path}: expected columns step and {path.stem}, got {list(rows[0])}")
+    return {int(row["step"]): float(row[path.stem]) for row in rows}
+
+
+# ---------------------------------------------------------------- computing one table
+
+def _best(rows: list[dict], values) -> str | None:
+    """Model with the highest accuracy, ties by lowest loss, then by paper order."""
+    scored = [(-values(row)["accuracy"], values(row)["loss"], i, row["model"])
+              for i, row in enumerate(rows) if values(row) is not None]
+    return min(scored)[3] if scored else None
+
+
+def build_table(params: dict, dataset: str, init: str, paper: list[dict], root: Path) -> dict:
+    """All 12 rows of one table: ours (where run), paper, difference, CI, McNemar, provenance."""
+    number = TABLES[(dataset, init)]
+    paper_rows = {row["model"]: row for row in paper if int(row["table"]) == number}
+    selected = set(params["models"]) if dataset in params["datasets"] and init in params["inits"] else set()
+    rows, order = [], None
+    for model in MODELS:
+        variant = variant_name(dataset, model, init)
+        row = {"model": model, "variant": variant, "paper": paper_rows[model], "ours": None}
+        metrics_path = root / "metrics" / f"{variant}.json"
+        if model in selected and metrics_path.exists():
+            metrics = read_metrics(metrics_path)
+            predictions = read_predictions(root / "plots" / "predictions" / f"{variant}.csv")
+            if order is None:
+                order = predictions["sample_id"]
+            elif not np.array_equal(order, predictions["sample_id"]):
+                raise ValueError(f"plots/predictions/{variant}.csv lists validation images in another "
+                                 f"order than the other {dataset} variants; rerun its evaluate stage")
+            correct = predictions["label"] == predictions["pred"]
+            if abs(correct.mean() - metrics["accuracy"]) > 1e-9:
+                raise ValueError(f"{metrics_path} accuracy {metrics['accuracy']} disagrees with "
+                                 f"plots/predictions/{variant}.csv ({correct.mean()}); rerun evaluate")
+            row.update(ours=metrics, correct=correct, ci=bootstrap_ci(
+                predictions["label"], predictions["pred"], predictions["probs"],
+                predictions["probs"].shape[1], n_resamples=params["eval"]["bootstrap"],
+                seed=params["eval"]["seed"]))
+        rows.append(row)
+    best = _best(rows, lambda row: row["ours"])
+    paper_best = _best(rows, lambda row: {k: float(row["paper"][k]) for k in ("accuracy", "loss")})
+    best_correct = next((row["correct"] for row in rows if row["model"] == best), None)
+    for row in rows:
+        row["best_ours"] = row["model"] == best
+        row["best_paper"] = row["model"] == paper_best
+        if row["ours"] is not None:
+            row["mcnemar"] = mcnemar_exact(best_correct, row["correct"])
+    run = [row for row in rows if row["ours"] is not None]
+    indistinguishable = sum(1 for row in run if not row["best_ours"]
+                            and row["mcnemar"]["p_value"] >= ALPHA)
+    return {"name": table_name(dataset, init), "number": number, "dataset": dataset, "init": init,
+            "rows": rows, "best": best, "paper_best": paper_best, "models_run": len(run),
+            "indistinguishable": indistinguishable if run else None,
+            "num_val": int(run[0]["ours"].get("num_val", run[0]["correct"].size)) if run else None}
+
+
+# ---------------------------------------------------------------- writing one table
+
+def _csv_record(table: dict, row: dict) -> dict:
+    ours = row["ours"]
+    record = {"table": table["number"], "dataset": table["dataset"], "init": table["init"],
+              "model": row["model"], "run": int(ours is not None),
+              "best_ours": int(row["best_ours"]), "best_paper": int(row["best_paper"])}
+    for name in METRICS:
+        record[name] = ours[name] if ours else ""
+        record[f"{name}_ci_low"] = row["ci"][name][0] if ours else ""
+        record[f"{name}_ci_high"] = row["ci"][name][1] if ours else ""
+        record[f"{name}_paper"] = row["paper"][name]
+        record[f"{name}_diff"] = ours[name] - float(row["paper"][name]) if ours else ""
+    test = row.get("mcnemar")
+    record.update(mcnemar_b=test["b"] if test else "", mcnemar_c=test["c"] if test else "",
+                  mcnemar_p=test["p_value"] if test else "",
+                  significant=("yes" if test["p_value"] < ALPHA else "no") if test else "")
+    for name in METRICS:
+        record[f"batch_{name}"] = ours["batch"][name] if ours else ""
+    for key in ("best_epoch", "epochs", "num_val"):
+        record[key] = ours.get(key, "") if ours else ""
+    for key in PROVENANCE:
+        record[key] = (ours["provenance"].get(key) or "") if ours else ""
+    return record
+
+
+def table_csv(table: dict) -> str:
+    records = [_csv_record(table, row) for row in table["rows"]]
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(records[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
+def _f(value, digits=6, sign=False) -> str:
+    if value is None or value == "":
+        return MISSING
+    return f"{float(value):+.{digits}f}" if sign else f"{float(value):.{digits}f}"
+
+
+def _markdown(header: list[str], lines: list[list[str]]) -> str:
+    text = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    text += ["| " + " | ".join(line) + " |" for line in lines]
+    return "\n".join(text) + "\n"
+
+
+def table_markdown(table: dict) -> str:
+    """Two markdown tables with the same 12 rows: the scores, then noise and provenance."""
+    header = ["Model", "Best"]
+    for name in METRICS:
+        header += [METRIC_TITLES[name], "95% CI", "paper", "Δ"]
+    scores, details = [], []
+    for row in table["rows"]:
+        ours = row["ours"]
+        best = [who for who, flag in (("ours", row["best_ours"]), ("paper", row["best_paper"])) if flag]
+        line = [MODEL_TITLES[row["model"]], ", ".join(best)]
+        for name in METRICS:
+            ci = row["ci"][name] if ours else None
+            line += [_f(ours[name]) if ours else MISSING,
+                     f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else MISSING,
+                     row["paper"][name],
+                     _f(ours[name] - float(row["paper"][name]), 4, sign=True) if ours else MISSING]
+        scores.append(line)
+        test = row.get("mcnemar")
+        if ours is None:
+            p_text = significant = MISSING
+        elif row["best_ours"]:
+            p_text = significant = "best"
+        else:
+            p_text = f"{test['p_value']:.3g} (b={test['b']}, c={test['c']})"
+            significant = "yes" if test["p_value"] < ALPHA else "no"
+        hashes = [(ours["provenance"].get(key) or "none")[:8] if ours else MISSING for key in PROVENANCE]
+        details.append([MODEL_TITLES[row["model"]], p_text, significant,
+                        _f(ours["batch"]["accuracy"]) if ours else MISSING,
+                        _f(ours["batch"]["f1"]) if ours else MISSING,
+                        str(ours.get("best_epoch", MISSING)) if ours else MISSING, *hashes])
+    detail_header = ["Model", "McNemar p vs our best", f"significant at {ALPHA}",
+                     "per-batch accuracy", "per-batch F1", "best epoch", *PROVENANCE_TITLES]
+    return (_markdown(header, scores) + "\n"
+            + _markdown(detail_header, details))
+
+
+def table_title(table: dict) -> str:
+    return (f"Table {table['number']}: {DATASET_TITLES[table['dataset']]}, "
+            f"{INIT_TITLES[table['init']]}")
+
+
+# ---------------------------------------------------------------- audit and README
+
+def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tuple[str, list[dict]]:
+    binary = [row for row in paper if row["dataset"] == "br35h"]
+    results = audit_rows(binary)
+    lines = []
+    for result in results:
+        internal, closest = result["internal"], result["closest"]
+        lines.append([result["table"], MODEL_TITLES[result["model"]],
+                      "yes" if internal["checks"]["accuracy_is_multiple_of_1_over_n"] else "no",
+                      f"{internal['recall_minus_accuracy']:+.6f}",
+                      f"{internal['f1_gap']:.6f}", f"{internal['f1_gap_bound']:.6f}",
+                      f"{internal['smallest_class_at_most']:.0f}",
+                      "yes" if result["consistent"] else "no",
+                      f"{result['matches']} ({result['balanced_matches']} at 600/600)",
+                      f"{closest['n_pos']}: tp {closest['tp']}, fn {closest['fn']}, "
+                      f"tn {closest['tn']}, fp {closest['fp']}",
+                      f"{result['closest_error']:.2e}"])
+    consistent = sum(result["consistent"] for result in results)
+    on_grid = sum(result["internal"]["checks"]["accuracy_is_multiple_of_1_over_n"] for result in results)
+    largest_class = max(result["internal"]["smallest_class_at_most"] for result in results)
+    text = [
+        "## Audit of the paper's metrics\n",
+        "Br35H has 1500 + 1500 images; a stratified 60/40 split leaves 600 + 600 for validation, where "
+        "macro recall equals accuracy, and for any confusion matrix the macro F1 lies below the mean "
+        "of macro precision and recall by at most max_c (E/n_c)² / (4 (1 − E/n_c)) for E errors and "
+        "n_c images of class c (`tumorbench.audit.check_row_internal` gives the proof). For each binary "
+        "row we also searched every 2×2 confusion matrix of 1200 images with 560 to 640 positives for "
+        "one whose accuracy, macro F1, precision and recall all round to the published six digits.\n",
+        f"**{consistent} of {len(results)}** binary rows (Tables 1-2) are consistent with dataset-level "
+        f"macro metrics. {on_grid} of {len(results)} accuracies are multiples of 1/1200, as a count of "
+        "correct images over the whole validation set is. The gap between F1 and the mean of "
+        "precision and recall alone rules out every split, stratified or not, whose smaller "
+        f"validation class has more than {largest_class:.0f} images.\n",
+        _markdown(["Table", "Model", "accuracy × 1200 integer", "recall − accuracy",
+                   "(P+R)/2 − F1", "bound at 600/600", "gap needs a class ≤",
+                   "consistent", "matching matrices", "closest matrix (positives: cells)",
+                   "max error"], lines),
+    ]
+    ours = [(table, row) for table in tables for row in table["rows"] if row["ours"] is not None]
+    text.append("\n### Our per-batch versus dataset-level metrics\n")
+    text.append(f"Per-batch: sklearn's macro scores of each batch of {batch_size} validation images "
+                "(labels present in the batch only), then the plain mean over batches, the paper's "
+                "suspected method. Dataset-level: one confusion matrix of all validation images.\n")
+    if ours:
+        lines = []
+        for table, row in ours:
+            level, batch = row["ours"], row["ours"]["batch"]
+            line = [row["variant"]]
+            for name in ("accuracy", "f1", "precision", "recall"):
+                line += [_f(level[name]), _f(batch[name])]
+            line += [_f((level["precision"] + level["recall"]) / 2 - level["f1"]),
+                     _f((batch["precision"] + batch["recall"]) / 2 - batch["f1"])]
+            lines.append(line)
+        header = ["Variant"]
+        for name in ("accuracy", "f1", "precision", "recall"):
+            header += [f"{METRIC_TITLES[name]} dataset", "per-batch"]
+        header += ["(P+R)/2 − F1 dataset", "per-batch"]
+        text.append(_markdown(header, lines))
+    else:
+        text.append("No variant was run.\n")
+    return "\n".join(text), results
+
+
+def noise_sentences(tables: list[dict], paper: list[dict]) -> list[str]:
+    sentences = []
+    for dataset in DATASETS:
+        sizes = {table["num_val"] for table in tables if table["dataset"] == dataset and table["num_val"]}
+        for n in sorted(sizes):
+            sentences.append(f"On {n} {dataset} validation images one image moves accuracy by "
+                             f"{100 / n:.3f} percentage points ({1 / n:.6f}).")
+    for table in tables:
+        values = [float(row["accuracy"]) for row in paper if int(row["table"]) == table["number"]]
+        n = PAPER_NUM_VAL[table["dataset"]]
+        spread = max(values) - min(values)
+        sentences.append(f"The paper's Table {table['number']} accuracies span {spread:.6f}, "
+                         f"{spread * n:.0f} images of its {n}.")
+    return sentences
+
+
+def summary_lines(tables: list[dict]) -> list[str]:
+    lines = []
+    for table in tables:
+        paper_best = next(row for row in table["rows"] if row["model"] == table["paper_best"])
+        paper_text = (f"paper's best {MODEL_TITLES[table['paper_best']]} "
+                      f"({paper_best['paper']['accuracy']})")
+        if table["best"] is None:
+            lines.append(f"- **Table {table['number']}** ({table['name']}): not run; {paper_text}.")
+            continue
+        best = next(row for row in table["rows"] if row["model"] == table["best"])
+        others = table["models_run"] - 1
+        lines.append(f"- **Table {table['number']}** ({table['name']}): our best "
+                     f"{MODEL_TITLES[table['best']]} (accuracy {best['ours']['accuracy']:.6f}, "
+                     f"{table['models_run']} of 12 models run); {paper_text}. "
+                     f"{table['indistinguishable']} of {others} other models are statistically "
+                     f"indistinguishable from our best (exact McNemar p ≥ {ALPHA}, uncorrected).")
+    return lines
+
+
+def readme_text(tables: list[dict], paper: list[dict], audit_text: str) -> str:
+    parts = ["# Results: Ahamed & Sadia (2022) reproduced\n", "## Summary\n",
+             "\n".join(summary_lines(tables)) + "\n",
+             " ".join(noise_sentences(tables, paper)) + "\n",
+             LEGEND]
+    for table in tables:
+        parts += [f"## {table_title(table)}\n", table_markdown(table)]
+    parts.append(audit_text)
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------- curves
+
+def curves_csv(column: str, values: dict[int, float]) -> str:
+    """CSV `epoch,<column>`; only the header when there are no values."""
+    lines = [f"epoch,{column}"] + [f"{epoch},{values[epoch]!r}" for epoch in sorted(values)]
+    return "\n".join(lines) + "\n"
+
+
+def write_curves(tables: list[dict], root: Path) -> list[str]:
+    """plots/curves/<table>/<model>.csv (validation loss per epoch, the paper's Figures 8-9) for all
+    12 models of every table, only a header for variants not run, so dvc.yaml can name every file;
+    plots/curves/lr.csv: the learning rate per epoch (Figure 7)."""
+    written, lr = [], {}
+    for table in tables:
+        for row in table["rows"]:
+            folder = root / "dvclive" / row["variant"] / "plots" / "metrics"
+            loss = {}
+            if row["ours"] is not None and (folder / "val" / "loss.tsv").exists():
+                loss = read_dvclive_series(folder / "val" / "loss.tsv")
+                if not lr and (folder / "lr.tsv").exists():
+                    lr = read_dvclive_series(folder / "lr.tsv")
+            path = root / "plots" / "curves" / table["name"] / f"{row['model']}.csv"
+            atomic_write_text(path, curves_csv("val_loss", loss))
+            written.append(str(path.relative_to(root)))
+    path = root / "plots" / "curves" / "lr.csv"
+    atomic_write_text(path, curves_csv("lr", lr))
+    written.append(str(path.relative_to(root)))
+    return written
+
+
+# ---------------------------------------------------------------- entry point
+
+def summary(tables: list[dict], audit: list[dict]) -> dict:
+    per_table, per_init = {}, {}
+    for table in tables:
+        run = [row for row in table["rows"] if row["ours"] is not None]
+        for row in run:
+            per_init.setdefault(table["init"], []).append(row["ours"]["accuracy"])
+        if run:
+            best = next(row for row in run if row["best_ours"])
+            paper_best = next(row for row in table["rows"] if row["best_paper"])
+            per_table[table["name"]] = {
+                "table": table["number"], "models_run": len(run),
+                "best_model": table["best"], "best_accuracy": best["ours"]["accuracy"],
+                "paper_best_model": table["paper_best"],
+                "paper_best_accuracy": float(paper_best["paper"]["accuracy"]),
+                "indistinguishable_from_best": table["indistinguishable"]}
+    return {"tables": per_table,
+            "mean_accuracy_per_init": {init: float(np.mean(values)) for init, values in per_init.items()},
+            "variants": sum(len(values) for values in per_init.values()),
+            "audit": {"binary_rows": len(audit),
+                      "consistent_with_dataset_level": sum(r["consistent"] for r in audit)}}
+
+
+def aggregate(params: dict, root: Path = Path(".")) -> dict:
+    """Write the four tables, reports/README.md, metrics/summary.json and the curves."""
+    root = Path(root)
+    paper = load_paper_results()
+    tables = [build_table(params, dataset, init, paper, root)
+              for dataset in DATASETS for init in INITS]
+    for table in tables:
+        text = f"# {table_title(table)}\n\n{LEGEND}\n{table_markdown(table)}"
+        atomic_write_text(root / "reports" / f"{table['name']}.md", text)
+        atomic_write_text(root / "reports" / f"{table['name']}.csv", table_csv(table))
+    audit_text, audit = audit_section(paper, tables, params["train"]["batch_size"])
+    atomic_write_text(root / "reports" / "README.md", readme_text(tables, paper, audit_text))
+    write_curves(tables, root)
+    result = summary(tables, audit)
+    atomic_write_json(root / "metrics" / "summary.json", result)
+    return result

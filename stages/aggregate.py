@@ -1,0 +1,16 @@
+"""aggregate: python stages/aggregate.py -> reports/, metrics/summary.json, plots/curves/"""
+
+import json
+
+from tumorbench.params import load_params
+from tumorbench.report import aggregate
+
+
+def main() -> None:
+    summary = aggregate(load_params())
+    print(json.dumps(summary["tables"], indent=1))
+    print("report: reports/README.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""prepare@<dataset>: python stages/prepare.py <dataset>
+
+Decodes data/raw/<dataset>/ into data/prepared/<dataset>/ (images.npy, index.csv, report.json).
+"""
+
+import sys
+import time
+from pathlib import Path
+
+from tumorbench import DATASETS
+from tumorbench.params import load_params
+from tumorbench.prepare import PrepareError, prepare
+from tumorbench.readers import ReaderError
+
+
+def main(dataset: str) -> None:
+    params = load_params()
+    start = time.time()
+    try:
+        report = prepare(Path("data/raw") / dataset, Path("data/prepared") / dataset,
+                         image_size=params["data"]["image_size"], max_unreadable=params["data"]["max_unreadable"],
+                         dataset_name=dataset)
+    except (PrepareError, ReaderError) as error:
+        sys.exit(f"prepare@{dataset} failed: {error}")
+    counts = ", ".join(f"{name} {n}" for name, n in report["counts"].items())
+    print(f"prepare@{dataset}: {report['n_samples']} samples ({counts}) via the {report['reader']} reader, "
+          f"{report['n_patients']} patients, {len(report['unreadable'])} unreadable, "
+          f"{len(report['duplicates'])} groups of byte-identical files, {time.time() - start:.1f} s "
+          f"-> data/prepared/{dataset}")
+    for item in report["unreadable"][:10]:
+        print(f"  unreadable {item['path']}: {item['reason']}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in DATASETS:
+        sys.exit(f"usage: python stages/prepare.py <dataset>, dataset one of {list(DATASETS)}")
+    main(sys.argv[1])

@@ -1,0 +1,176 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from tumorbench.augment import (affine_grid, augment_batch, flip, normalize, rotate_and_flip,
+                                rotation_flip_matrices, to_float)
+
+
+def images(b=4, c=3, h=16, w=16, seed=0):
+    return torch.rand(b, c, h, w, generator=torch.Generator().manual_seed(seed))
+
+
+def seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_to_float_scales_uint8_to_unit_range():
+    x = torch.tensor([0, 51, 255], dtype=torch.uint8).view(1, 3, 1, 1)
+    out = to_float(x)
+    assert out.dtype == torch.float32
+    assert torch.allclose(out.flatten(), torch.tensor([0.0, 0.2, 1.0]))
+
+
+def test_normalize_per_channel():
+    x = torch.ones(2, 3, 4, 4)
+    out = normalize(x, [0.5, 0.0, 1.0], [0.5, 2.0, 1.0])
+    assert torch.equal(out[:, 0], torch.full((2, 4, 4), 1.0))
+    assert torch.equal(out[:, 1], torch.full((2, 4, 4), 0.5))
+    assert torch.equal(out[:, 2], torch.zeros(2, 4, 4))
+
+
+def test_zero_rotation_and_probabilities_is_identity():
+    x = images()
+    assert torch.equal(augment_batch(x, seeded(), 0.0, 0.0, 0.0), x)
+
+
+def test_flips_with_probability_one_equal_torch_flip():
+    x = images()
+    assert torch.equal(augment_batch(x, seeded(), 0.0, 1.0, 0.0), torch.flip(x, [-1]))
+    assert torch.equal(augment_batch(x, seeded(), 0.0, 0.0, 1.0), torch.flip(x, [-2]))
+    assert torch.equal(augment_batch(x, seeded(), 0.0, 1.0, 1.0), torch.flip(x, [-2, -1]))
+
+
+def test_flips_folded_into_the_affine_matrix_equal_torch_flip():
+    # angle 0 through grid_sample: pixel centres map onto pixel centres, so flips are exact
+    x = images(h=12, w=20)
+    zero = torch.zeros(4)
+    yes, no = torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool)
+    assert torch.allclose(rotate_and_flip(x, zero, yes, no), torch.flip(x, [-1]), atol=1e-6)
+    assert torch.allclose(rotate_and_flip(x, zero, no, yes), torch.flip(x, [-2]), atol=1e-6)
+    assert torch.allclose(rotate_and_flip(x, zero, no, no), x, atol=1e-6)
+
+
+def test_plus_90_degrees_is_counter_clockwise_like_rot90():
+    x = images(h=15, w=15)
+    out = rotate_and_flip(x, torch.full((4,), 90.0), torch.zeros(4, dtype=torch.bool), torch.zeros(4, dtype=torch.bool))
+    assert torch.allclose(out, torch.rot90(x, 1, dims=(-2, -1)), atol=1e-5)
+    assert not torch.allclose(out, torch.rot90(x, -1, dims=(-2, -1)), atol=1e-2)
+
+
+def test_rotation_matches_torchvision_rotate_per_image():
+    x = images(b=4, h=32, w=32)
+    angles = torch.tensor([-17.0, 3.5, 20.0, 45.0])
+    no = torch.zeros(4, dtype=torch.bool)
+    out = rotate_and_flip(x, angles, no, no)
+    for i, angle in enumerate(angles.tolist()):
+        # fill=None: torchvision's plain zero-padded grid_sample (a fill value adds a mask blend at the edges)
+        expected = TF.rotate(x[i], angle, interpolation=InterpolationMode.BILINEAR, fill=None)
+        assert torch.allclose(out[i], expected, atol=1e-4), angle
+
+
+def test_non_square_rotation_keeps_the_aspect():
+    # a 90 degree turn of a W x H picture inside a W x H frame: a centred square patch turns like rot90
+    x = torch.zeros(1, 1, 20, 40)
+    x[0, 0, 6:14, 16:24] = torch.arange(64.0).view(8, 8)
+    out = rotate_and_flip(x, torch.tensor([90.0]), torch.tensor([False]), torch.tensor([False]))
+    assert torch.allclose(out[0, 0, 6:14, 16:24], torch.rot90(x[0, 0, 6:14, 16:24], 1), atol=1e-4)
+
+
+def test_each_image_gets_its_own_draw():
+    x = images(b=1).expand(16, -1, -1, -1).contiguous()
+    out = augment_batch(x, seeded(), 20.0, 0.5, 0.5)
+    distinct = {tuple(o.flatten()[:50].tolist()) for o in out}
+    assert len(distinct) > 8
+
+
+def test_flip_draws_follow_the_probability():
+    x = torch.arange(2.0).view(1, 1, 1, 2).expand(4000, 3, 1, 2).contiguous()
+    out = augment_batch(x, seeded(), 0.0, 0.3, 0.0)
+    flipped = (out[:, 0, 0, 0] == 1).float().mean().item()
+    assert abs(flipped - 0.3) < 0.03
+
+
+def test_angles_are_uniform_within_the_limit():
+    # the matrix of angle a has sin(a) at [1, 0]: recover the angles from the same draws
+    generator = seeded(3)
+    angles = (torch.rand(4000, generator=generator) * 2 - 1) * 20.0
+    theta = rotation_flip_matrices(angles, torch.zeros(4000, dtype=torch.bool), torch.zeros(4000, dtype=torch.bool), 8, 8)
+    degrees = torch.rad2deg(torch.asin(theta[:, 1, 0]))
+    assert degrees.abs().max() <= 20.0 + 1e-4
+    assert degrees.abs().max() > 19.9
+    assert abs(degrees.mean().item()) < 0.5
+
+
+def test_same_seed_same_output_different_seed_different_output():
+    x = images()
+    a = augment_batch(x, seeded(5), 20.0, 0.5, 0.5)
+    b = augment_batch(x, seeded(5), 20.0, 0.5, 0.5)
+    c = augment_batch(x, seeded(6), 20.0, 0.5, 0.5)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_rotation_fills_corners_with_zero():
+    x = torch.ones(1, 3, 32, 32)
+    out = rotate_and_flip(x, torch.tensor([45.0]), torch.tensor([False]), torch.tensor([False]))
+    assert out[0, :, 0, 0].abs().max() == 0
+    assert torch.allclose(out[0, :, 16, 16], torch.ones(3))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("rotation", [0.0, 20.0])
+def test_shape_dtype_and_memory_format_preserved(dtype, channels_last, rotation):
+    x = images(b=4, h=16, w=24).to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    out = augment_batch(x, seeded(), rotation, 0.5, 0.5)
+    assert out.shape == x.shape and out.dtype == dtype
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    reference = augment_batch(x.float().contiguous(), seeded(), rotation, 0.5, 0.5)
+    assert torch.allclose(out.float(), reference, atol=1e-2)
+
+
+def test_matrices_match_the_definition():
+    theta = rotation_flip_matrices(torch.tensor([30.0]), torch.tensor([True]), torch.tensor([False]), 10, 20)
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    expected = torch.tensor([[[-c, -s * 10 / 20, 0.0], [-s * 20 / 10, c, 0.0]]])
+    assert torch.allclose(theta, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("height, width", [(16, 16), (10, 20), (7, 3), (1, 5)])
+def test_affine_grid_equals_torch_affine_grid(height, width):
+    theta = torch.randn(5, 2, 3, generator=seeded())
+    grid = affine_grid(theta, height, width)
+    assert grid.shape == (5, height, width, 2) and grid.is_contiguous()
+    assert torch.allclose(grid, F.affine_grid(theta, [5, 3, height, width], align_corners=False), atol=1e-6)
+
+
+def test_flip_helper_flips_only_selected_images():
+    x = images(b=3)
+    out = flip(x, torch.tensor([True, False, False]), torch.tensor([False, False, True]))
+    assert torch.equal(out[0], x[0].flip(-1))
+    assert torch.equal(out[1], x[1])
+    assert torch.equal(out[2], x[2].flip(-2))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_and_is_reproducible():
+    x = images(b=8, h=64, w=64)
+    angles = torch.linspace(-20, 20, 8)
+    flips = torch.tensor([True, False] * 4), torch.tensor([True, True, False, False] * 2)
+    on_cpu = rotate_and_flip(x, angles, *flips)
+    on_gpu = rotate_and_flip(x.cuda(), angles.cuda(), flips[0].cuda(), flips[1].cuda())
+    assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-4)
+    gpu_seeded = lambda: torch.Generator(device="cuda").manual_seed(1)
+    a = augment_batch(x.cuda(), gpu_seeded(), 20.0, 0.5, 0.5)
+    b = augment_batch(x.cuda(), gpu_seeded(), 20.0, 0.5, 0.5)
+    assert a.is_cuda and torch.equal(a, b)
+    bf16 = augment_batch(x.cuda().bfloat16().contiguous(memory_format=torch.channels_last), gpu_seeded(), 20.0, 0.5, 0.5)
+    assert bf16.dtype == torch.bfloat16 and bf16.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(bf16.float(), a, atol=1e-2)
