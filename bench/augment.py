@@ -5,7 +5,10 @@ decoded and resized once; generated noise if that folder is missing) with a
 rotation of up to 20 degrees and random horizontal and vertical flips, ending
 in float tensors in [0, 1]. The naive path is what a torchvision Dataset does
 per image (RandomRotation, RandomHorizontalFlip, RandomVerticalFlip, ToTensor
-on a PIL image); ours is to_float + augment_batch per training batch.
+on a PIL image; RandomRotation's default interpolation is nearest); ours is
+the training loop's path: augment_batch on the uint8 batch (nearest, as
+torchvision), then to_float. --interpolation bilinear measures the bilinear
+variant (to_float first, then grid_sample).
 
     .venv/bin/python bench/augment.py [--size 128] [--n 512] [--batch-size 32] [--device cpu|cuda]
 
@@ -65,6 +68,7 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--data", type=Path, default=BR35H, help="a Br35H folder with yes/ and no/")
+    parser.add_argument("--interpolation", default="nearest", choices=["nearest", "bilinear"])
     args = parser.parse_args(argv)
 
     torch.set_num_threads(len(os.sched_getaffinity(0)))
@@ -84,12 +88,16 @@ def main(argv=None) -> None:
 
     def ours():
         for start in range(0, args.n, args.batch_size):
-            augment_batch(to_float(batch[start:start + args.batch_size]), generator, 20.0, 0.5, 0.5)
+            part = batch[start:start + args.batch_size]
+            if args.interpolation == "nearest":
+                to_float(augment_batch(part, generator, 20.0, 0.5, 0.5, "nearest"))
+            else:
+                augment_batch(to_float(part), generator, 20.0, 0.5, 0.5, "bilinear")
 
     naive_rate = args.n / median_seconds(naive, args.repeats, lambda: None)
     ours_rate = args.n / median_seconds(ours, args.repeats, sync)
     print(f"naive (PIL, per image): {naive_rate:10.0f} images/s")
-    print(f"ours (batched {args.batch_size}, {device.type}): {ours_rate:10.0f} images/s")
+    print(f"ours (batched {args.batch_size}, {args.interpolation}, {device.type}): {ours_rate:10.0f} images/s")
     print(f"ratio ours/naive augment: {ours_rate / naive_rate:.2f}")
 
 

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                       checkpoint_meta={}, resume_dir=work / f"resume-{model_name}", progress=False)
         checkpoint = torch.load(work / f"{model_name}.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["model"])
-        model = model.to(device).to(memory_format=torch.channels_last) if device.type == "cuda" else model
+        model = model.to(device).to(memory_format=torch.channels_last)
         probs = predict(model, torch.from_numpy(images[val_idx]).to(device), cfg).double().cpu().numpy()
         metrics = dataset_metrics(labels[val_idx], probs.argmax(1), probs, 2)
         results[model_name] = {**metrics, "epochs": epochs, "best_epoch": summary["best_epoch"],

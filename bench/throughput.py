@@ -3,8 +3,9 @@
     python bench/throughput.py --model resnet18 --size 128 --batch 32 [--device cpu|cuda] [--steps N]
 
 Ours: prepared uint8 arrays held in memory (on the GPU when there is one),
-seeded permutation, batched augmentation on the device, bf16 + channels_last
-on CUDA (tumorbench.training). Naive: torchvision ImageFolder over the raw
+seeded permutation, batched augmentation on the device, channels_last, bf16
+autocast on CUDA and on CPUs with native bf16 (tumorbench.training, precision
+auto). Naive: torchvision ImageFolder over the raw
 JPGs, per-image PIL transforms in DataLoader workers, fp32. Same model,
 batch size, image size and optimizer. The last line is the ratio.
 """
@@ -47,9 +48,7 @@ def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: 
                  device: torch.device, steps: int, warmup: int, eval_batch: int) -> dict:
     torch.manual_seed(0)
     model, _ = build_model(model_name, 2, "scratch", size)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
     cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, step_size=30, gamma=0.1, seed=0, device=device.type,
                       compile=False, rotation=20, hflip=0.5, vflip=0.5, mean=[0.485, 0.456, 0.406],
                       std=[0.229, 0.224, 0.225], eval_batch_size=eval_batch)

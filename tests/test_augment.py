@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from tumorbench.augment import (affine_grid, augment_batch, flip, normalize, rotate_and_flip,
+from tumorbench.augment import (affine_grid, augment_batch, flip, normalize, rotate_and_flip, rotate_and_flip_nearest,
                                 rotation_flip_matrices, to_float)
 
 
@@ -174,3 +174,26 @@ def test_cuda_matches_cpu_and_is_reproducible():
     bf16 = augment_batch(x.cuda().bfloat16().contiguous(memory_format=torch.channels_last), gpu_seeded(), 20.0, 0.5, 0.5)
     assert bf16.dtype == torch.bfloat16 and bf16.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(bf16.float(), a, atol=1e-2)
+
+
+@pytest.mark.parametrize("height, width", [(32, 32), (24, 40)])
+def test_nearest_rotation_equals_grid_sample_nearest_and_works_on_uint8(height, width):
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(0, 256, (6, 3, height, width), dtype=torch.uint8, generator=g)
+    angles = torch.tensor([-20.0, -7.5, 0.0, 3.0, 13.0, 20.0])
+    flip_h = torch.tensor([True, False, True, False, True, False])
+    flip_v = torch.tensor([False, False, True, True, False, True])
+    ours = rotate_and_flip_nearest(x, angles, flip_h, flip_v)
+    theta = rotation_flip_matrices(angles, flip_h, flip_v, height, width)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    reference = F.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    assert ours.dtype == torch.uint8
+    assert torch.equal(ours.float(), reference)
+
+
+def test_nearest_augment_batch_is_seeded_and_keeps_channels_last():
+    x = torch.randint(0, 256, (8, 3, 16, 16), dtype=torch.uint8).contiguous(memory_format=torch.channels_last)
+    first = augment_batch(x, torch.Generator().manual_seed(5), 20, 0.5, 0.5, "nearest")
+    second = augment_batch(x, torch.Generator().manual_seed(5), 20, 0.5, 0.5, "nearest")
+    assert torch.equal(first, second) and not torch.equal(first, x)
+    assert first.is_contiguous(memory_format=torch.channels_last)

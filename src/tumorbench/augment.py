@@ -68,11 +68,13 @@ def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, rotation: float, hflip: float,
-                  vflip: float) -> torch.Tensor:
+                  vflip: float, interpolation: str = "bilinear") -> torch.Tensor:
     """Each image turned by its own angle, uniform in [-rotation, rotation] degrees, and flipped
     left-right with probability hflip and upside-down with probability vflip.
 
-    x: float (B, C, H, W); generator: on x.device. Returns the same shape, dtype and memory format.
+    x: (B, C, H, W), float for bilinear, any dtype (uint8 too) for nearest; generator: on x.device.
+    interpolation: "nearest" (torchvision RandomRotation's default) or "bilinear".
+    Returns the same shape, dtype and memory format.
     """
     b = x.shape[0]
     # Always the same three draws, so the random stream does not depend on which options are on.
@@ -81,6 +83,10 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, rotation: float, 
     flip_v = torch.rand(b, generator=generator, device=x.device) < vflip
     if rotation == 0:
         return flip(x, flip_h, flip_v)
+    if interpolation == "nearest":
+        return rotate_and_flip_nearest(x, angles, flip_h, flip_v)
+    if interpolation != "bilinear":
+        raise ValueError(f"interpolation {interpolation!r}; allowed: nearest, bilinear")
     return rotate_and_flip(x, angles, flip_h, flip_v)
 
 
@@ -101,6 +107,27 @@ def rotate_and_flip(x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Ten
     grid = affine_grid(theta.to(work_dtype), h, w)
     out = F.grid_sample(x.to(work_dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
+
+
+def rotate_and_flip_nearest(x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Tensor,
+                            flip_v: torch.Tensor) -> torch.Tensor:
+    """As rotate_and_flip, but nearest-neighbour: equal to grid_sample(mode="nearest"), done as one
+    gather of source pixels, so it works on uint8 batches and is several times faster on a CPU."""
+    b, c, h, w = x.shape
+    theta = rotation_flip_matrices(angles_deg, flip_h, flip_v, h, w).to(torch.float32)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)[None, None, :]
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)[None, :, None]
+    t = theta[:, :, :, None, None]  # (B, 2, 3, 1, 1)
+    # source position in [-1, 1], then grid_sample's pixel index for align_corners=False,
+    # rounded half to even as it does; (B, H, W) each
+    col = torch.round(((t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2] + 1) * w - 1) / 2)
+    row = torch.round(((t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2] + 1) * h - 1) / 2)
+    inside = (col >= 0) & (col <= w - 1) & (row >= 0) & (row <= h - 1)
+    # pixels from outside read an extra zero pixel appended to every image
+    index = torch.where(inside, row * w + col, h * w).long().view(b, 1, h * w).expand(b, c, h * w)
+    source = torch.cat([x.reshape(b, c, h * w), x.new_zeros(b, c, 1)], dim=2)
+    out = source.gather(2, index).view(b, c, h, w)
+    return out.contiguous(memory_format=memory_format_of(x))
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:

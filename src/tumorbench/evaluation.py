@@ -71,9 +71,7 @@ def evaluate_variant(variant: Variant, params: dict) -> dict:
     model, _ = build_model(variant.model, len(data.class_names), variant.init, params["data"]["image_size"],
                            load_weights=False)
     model.load_state_dict(checkpoint["model"])
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
     probs = predict(model, torch.from_numpy(data.val_images).to(device), cfg).double().cpu().numpy()
     labels = data.val_labels
     preds = probs.argmax(1)

@@ -23,6 +23,8 @@ INITS = ("scratch", "imagenet")
 SOURCES = ("synthetic", "url", "kaggle", "path")
 GROUP_BY = ("none", "patient")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "bf16", "fp32")
+INTERPOLATIONS = ("nearest", "bilinear")
 
 
 class ParamsError(ValueError):
@@ -106,6 +108,10 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
     _check_number(params, "train.seed", int, text="an integer")
     if _get(params, "train.device") not in DEVICES:
         _fail("train.device", _get(params, "train.device"), f"one of {list(DEVICES)}")
+    if _get(params, "train.precision") not in PRECISIONS:
+        _fail("train.precision", _get(params, "train.precision"), f"one of {list(PRECISIONS)}")
+    if _get(params, "augment.interpolation") not in INTERPOLATIONS:
+        _fail("augment.interpolation", _get(params, "augment.interpolation"), f"one of {list(INTERPOLATIONS)}")
     if not isinstance(_get(params, "train.compile"), bool):
         _fail("train.compile", _get(params, "train.compile"), "true or false")
     _check_number(params, "augment.rotation", float, 0, 180, text="degrees in [0, 180]")

@@ -46,6 +46,8 @@ class TrainConfig:
     mean: list[float]
     std: list[float]
     eval_batch_size: int = 256
+    interpolation: str = "nearest"
+    precision: str = "auto"
 
     @classmethod
     def from_params(cls, params: dict, init: str) -> "TrainConfig":
@@ -53,7 +55,8 @@ class TrainConfig:
         return cls(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], step_size=t["step_size"],
                    gamma=t["gamma"], seed=t["seed"], device=t["device"], compile=t["compile"],
                    rotation=a["rotation"], hflip=a["hflip"], vflip=a["vflip"], mean=n["mean"], std=n["std"],
-                   eval_batch_size=params["eval"]["batch_size"])
+                   eval_batch_size=params["eval"]["batch_size"], interpolation=a["interpolation"],
+                   precision=t["precision"])
 
 
 def pick_device(requested: str) -> torch.device:
@@ -74,9 +77,20 @@ def configure_runtime(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+def cpu_has_native_bf16() -> bool:
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """auto: bf16 on CUDA, and on CPUs whose instructions do bf16 natively (about 2x faster there)."""
+    if precision == "auto":
+        return device.type == "cuda" or cpu_has_native_bf16()
+    return precision == "bf16"
+
+
+def autocast(device: torch.device, precision: str):
+    if use_bf16(precision, device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -94,13 +108,15 @@ def is_better(val_loss: float, best_loss: float) -> bool:
 
 def model_input(images_uint8: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
     """uint8 batch -> augmented (when a generator is given), scaled, standardised float batch."""
-    x = to_float(images_uint8)
+    x = images_uint8
     if generator is not None:
-        x = augment_batch(x, generator, cfg.rotation, cfg.hflip, cfg.vflip)
+        if cfg.interpolation == "bilinear":
+            x = to_float(x)
+        x = augment_batch(x, generator, cfg.rotation, cfg.hflip, cfg.vflip, cfg.interpolation)
+    if not x.is_floating_point():
+        x = to_float(x)  # nearest-neighbour augmentation runs on uint8, a quarter of the bytes
     x = normalize(x, cfg.mean, cfg.std)
-    if x.is_cuda:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def train_one_epoch(model, optimizer, images, labels, cfg: TrainConfig, generator, progress: bool = True) -> float:
@@ -117,7 +133,7 @@ def train_one_epoch(model, optimizer, images, labels, cfg: TrainConfig, generato
             break  # BatchNorm cannot train on a batch of one image
         x = model_input(images[idx], cfg, generator)
         y = labels[idx]
-        with autocast(device):
+        with autocast(device, cfg.precision):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
@@ -135,7 +151,7 @@ def predict(model, images, cfg: TrainConfig) -> torch.Tensor:
     out = []
     for start in range(0, len(images), cfg.eval_batch_size):
         x = model_input(images[start:start + cfg.eval_batch_size], cfg, None)
-        with autocast(images.device):
+        with autocast(images.device, cfg.precision):
             logits = model(x)
         out.append(torch.softmax(logits.float(), dim=1))
     return torch.cat(out)
@@ -197,9 +213,7 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
     """
     device = pick_device(cfg.device)
     configure_runtime(device)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = model.to(device).to(memory_format=torch.channels_last)
     x_train = torch.from_numpy(np.ascontiguousarray(train_images)).to(device)
     y_train = torch.from_numpy(train_labels).to(device)
     x_val = torch.from_numpy(np.ascontiguousarray(val_images)).to(device)

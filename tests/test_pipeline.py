@@ -1,0 +1,158 @@
+"""The pipeline end to end through DVC, on generated data and on the real data beside the project."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+import yaml
+
+from conftest import TINY, dvc, make_project
+from tumorbench.data import read_index
+from tumorbench.fileio import md5_file
+from tumorbench.metrics import dataset_metrics
+from tumorbench.models import build_model, weights_path
+from tumorbench.params import load_params
+from tumorbench.prepare import prepare
+from tumorbench.splits import make_split
+from tumorbench.training import TrainConfig, fit, predict
+
+METRIC_KEYS = {"accuracy", "f1", "precision", "recall", "loss"}
+
+
+@pytest.fixture(scope="module")
+def torch_home(tmp_path_factory) -> Path:
+    """A TORCH_HOME holding 'ImageNet weights' for ResNet-18 under the file name torchvision uses."""
+    home = tmp_path_factory.mktemp("torch_home")
+    previous = os.environ.get("TORCH_HOME")
+    os.environ["TORCH_HOME"] = str(home)
+    try:
+        file, _ = weights_path("resnet18")
+    finally:
+        if previous is None:
+            os.environ.pop("TORCH_HOME")
+        else:
+            os.environ["TORCH_HOME"] = previous
+    file.parent.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(1)
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), file)
+    return home
+
+
+@pytest.fixture(scope="module")
+def tiny_project(tmp_path_factory, torch_home) -> Path:
+    project = make_project(tmp_path_factory.mktemp("tiny") / "project", inits=["scratch", "imagenet"], **TINY)
+    dvc("repro", cwd=project, env={"TORCH_HOME": str(torch_home)})
+    return project
+
+
+def lock_md5s(project: Path) -> dict[str, str]:
+    """path -> md5 of every output dvc.lock records."""
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+def test_embedded_pipeline_runs_every_stage_and_metrics_show_lists_every_variant(tiny_project):
+    shown = json.loads(dvc("metrics", "show", "--json", cwd=tiny_project).stdout)
+    files = shown[""]["data"]  # "" is the workspace
+    variants = [f"{d}-resnet18-{i}" for d in ("br35h", "figshare") for i in ("scratch", "imagenet")]
+    for variant in variants:
+        metrics = files[f"metrics/{variant}.json"]["data"]
+        assert METRIC_KEYS <= set(metrics)
+        assert 0 <= metrics["accuracy"] <= 1
+    for table in ("br35h-scratch", "br35h-imagenet", "figshare-scratch", "figshare-imagenet"):
+        assert (tiny_project / "reports" / f"{table}.md").exists()
+        assert (tiny_project / "reports" / f"{table}.csv").exists()
+    report = (tiny_project / "reports" / "README.md").read_text()
+    assert "Audit of the paper's metrics" in report and "McNemar" in report
+
+
+def test_provenance_hashes_equal_the_ones_dvc_lock_records(tiny_project, torch_home):
+    lock = lock_md5s(tiny_project)
+    for metrics_file in sorted((tiny_project / "metrics").glob("*-resnet18-*.json")):
+        variant = metrics_file.stem
+        dataset = variant.split("-")[0]
+        provenance = json.loads(metrics_file.read_text())["provenance"]
+        assert provenance["prepared_images_md5"] == lock[f"data/prepared/{dataset}/images.npy"]
+        assert provenance["prepared_index_md5"] == lock[f"data/prepared/{dataset}/index.csv"]
+        assert provenance["split_md5"] == lock[f"data/splits/{dataset}.json"]
+        assert provenance["checkpoint_md5"] == lock[f"models/{variant}.pt"]
+        if variant.endswith("imagenet"):
+            assert provenance["weights_md5"] == md5_file(torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+        else:
+            assert provenance["weights_md5"] is None
+    # the table's full hashes are the same values
+    rows = {r["model"]: r for r in csv_rows(tiny_project / "reports" / "br35h-imagenet.csv")}
+    assert rows["resnet18"]["checkpoint_md5"] == lock["models/br35h-resnet18-imagenet.pt"]
+    assert rows["resnet50"]["checkpoint_md5"] == ""  # not run: missing, never zero
+
+
+def csv_rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_plots_show_renders_the_loss_curves(tiny_project):
+    dvc("plots", "show", "-o", "html", cwd=tiny_project)
+    page = (tiny_project / "html" / "index.html").read_text()
+    assert "Validation loss per epoch, br35h, scratch" in page
+    assert "Learning rate per epoch" in page
+
+
+def test_experiment_with_more_epochs_shows_in_metrics_diff(tiny_project, torch_home):
+    from conftest import run
+
+    run(["git", "add", "-A"], cwd=tiny_project)
+    run(["git", "commit", "-qm", "baseline results"], cwd=tiny_project)
+    dvc("exp", "run", "-S", "train.epochs=3", "-S", "datasets=[br35h]", "-S", "inits=[scratch]",
+        cwd=tiny_project, env={"TORCH_HOME": str(torch_home)})
+    diff = json.loads(dvc("metrics", "diff", "--json", cwd=tiny_project).stdout)
+    changed = diff.get("diff", diff)["metrics/br35h-resnet18-scratch.json"]
+    assert changed["epochs"]["old"] == 2 and changed["epochs"]["new"] == 3
+    assert changed["provenance.params_hash"]["old"] != changed["provenance.params_hash"]["new"]
+
+
+def test_real_data_from_local_copies_gives_the_published_counts(tmp_path, shared_data):
+    project = make_project(tmp_path / "project", data__image_size=32,
+                           data__br35h={"source": "path", "path": str(shared_data / "br35h"), "url": "", "sha256": ""},
+                           data__figshare={"source": "path", "path": str(shared_data / "figshare-jpg"), "url": "",
+                                           "sha256": ""})
+    dvc("repro", "split@br35h", "split@figshare", cwd=project)
+    br35h = json.loads((project / "data/prepared/br35h/report.json").read_text())
+    figshare = json.loads((project / "data/prepared/figshare/report.json").read_text())
+    assert br35h["counts"] == {"no": 1500, "yes": 1500} and br35h["unreadable"] == []
+    assert figshare["counts"] == {"meningioma": 708, "glioma": 1426, "pituitary": 930}
+    assert figshare["n_patients"] == 233
+    split = json.loads((project / "data/splits/br35h.json").read_text())
+    assert split["counts"]["val"] == {"no": 600, "yes": 600}
+
+
+def test_real_br35h_resnet18_from_scratch_reaches_80_percent_in_5_epochs_at_64px(tmp_path, shared_data):
+    prepared = tmp_path / "prepared"
+    prepare(shared_data / "br35h", prepared, 64, 0.01, "br35h")
+    split = make_split(prepared / "index.csv", prepared / "images.npy", 0.4, 42, "none", "br35h")
+    rows = read_index(prepared / "index.csv")
+    images = np.load(prepared / "images.npy")
+    labels = np.array([int(r["label"]) for r in rows])
+    position = {r["sample_id"]: i for i, r in enumerate(rows)}
+    train = np.array([position[s] for s in split["train"]])
+    val = np.array([position[s] for s in split["val"]])
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    cfg = TrainConfig.from_params(params, "scratch")
+    cfg.epochs = 5
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", 2, "scratch", 64)
+    fit(model, images[train], labels[train], images[val], labels[val], cfg, checkpoint_path=tmp_path / "best.pt",
+        live_dir=None, fingerprint="real", checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+    model.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True)["model"])
+    probs = predict(model, torch.from_numpy(images[val]), cfg).double().numpy()
+    metrics = dataset_metrics(labels[val], probs.argmax(1), probs, 2)
+    print(f"real Br35H, ResNet-18 scratch, 64 px, 5 epochs: {metrics}")
+    assert metrics["accuracy"] >= 0.80
