@@ -147,6 +147,11 @@ def test_queued_seed_sweep_runs_and_shows_both_experiments(tmp_path):
     finally:
         dvc("queue", "stop", "--kill", cwd=project, check=False)  # no worker outlives the test
     assert status.count("Success") == 2, status
+    names = re.findall(r"^\w+\s+(\S+)\s+.*\bSuccess\b", status, flags=re.M)
+    logs = [output(dvc("queue", "logs", name, cwd=project)) for name in names]
+    assert len(logs) == 2 and all(TRAINING_LINE.search(log) for log in logs)
+    # The seed changes training only: the second experiment restores the data stages from the run-cache.
+    assert sum(CACHED.format("prepare@br35h") in log for log in logs) == 1, logs
 
     shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
     found = {}
@@ -160,3 +165,17 @@ def test_queued_seed_sweep_runs_and_shows_both_experiments(tmp_path):
         assert 0 <= metrics["accuracy"] <= 1 and metrics["num_val"] == 16
     # Different seeds train different weights.
     assert found[1]["provenance"]["checkpoint_md5"] != found[2]["provenance"]["checkpoint_md5"]
+
+
+def test_split_grid_shares_are_disjoint_dvc_targets_covering_the_grid(tmp_path):
+    project = make_project(tmp_path / "grid", **{**TINY, "models": ["resnet18", "efficientnet-b0", "googlenet"],
+                                                 "inits": ["scratch", "imagenet"]})
+    script = Path(__file__).resolve().parents[1] / "bench" / "split_grid.py"
+    shares = [run([sys.executable, str(script), str(k), "5"], cwd=project).stdout.split() for k in range(5)]
+    evaluate_stages = [s for s in dvc("stage", "list", "--name-only", cwd=project).stdout.split()
+                       if s.startswith("evaluate@")]
+    assert len(evaluate_stages) == 12
+    assert sorted(sum(shares, [])) == sorted(evaluate_stages)  # disjoint, complete, real stage names
+    assert sorted(len(s) for s in shares) == [2, 2, 2, 3, 3]
+    empty = run([sys.executable, str(script), "12", "13"], cwd=project, check=False)
+    assert empty.returncode == 1 and not empty.stdout  # never an empty target list: that would run everything

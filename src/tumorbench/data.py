@@ -43,7 +43,7 @@ def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:
     rows = read_index(prepared / "index.csv")
     if len(rows) != len(images):
         raise ValueError(f"{prepared}: index.csv has {len(rows)} rows but images.npy has {len(images)}; "
-                         f"rerun `dvc repro -f prepare@{dataset}`")
+                         f"rerun `dvc repro -f -s prepare@{dataset}`")
     split = json.loads(split_path.read_text())
     position = {r["sample_id"]: i for i, r in enumerate(rows)}
     missing = [s for s in split["train"] + split["val"] if s not in position]

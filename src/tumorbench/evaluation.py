@@ -24,8 +24,8 @@ class CheckpointError(RuntimeError):
 
 
 def load_checkpoint(path: Path, variant_name: str) -> dict:
-    restore = (f"restore it with `dvc checkout {path}` (if the DVC cache has it) "
-               f"or retrain with `dvc repro -f train@{variant_name}`")
+    restore = (f"restore it with `dvc checkout --force {path}` (if the DVC cache has it) "
+               f"or retrain with `dvc repro -f -s train@{variant_name}`")
     if not path.exists():
         raise CheckpointError(f"{path} is missing: {restore}")
     try:
