@@ -39,6 +39,18 @@ def dvc(*args: str, cwd: Path, check: bool = True, **kwargs) -> subprocess.Compl
     return run([str(Path(sys.executable).parent / "dvc"), *args], cwd=cwd, check=check, **kwargs)
 
 
+def set_params(project: Path, **values) -> None:
+    """Update params.yaml; keys are dotted paths written with "__" (train__epochs=2)."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    for key, value in values.items():
+        node = params
+        *parents, last = key.split("__")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def make_project(dest: Path, **overrides) -> Path:
     """A fresh git + DVC project with this repo's pipeline, params updated by dotted `overrides`."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -49,14 +61,7 @@ def make_project(dest: Path, **overrides) -> Path:
         else:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for key, value in overrides.items():
-        node = params
-        *parents, last = key.split("__")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    set_params(dest, **overrides)
     run(["git", "init", "-q"], cwd=dest)
     run(["git", "config", "user.email", "test@example.com"], cwd=dest)
     run(["git", "config", "user.name", "test"], cwd=dest)

@@ -26,9 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
-from conftest import TINY, dvc, make_project, run
+from conftest import TINY, dvc, make_project, run, set_params
 from tumorbench.fileio import md5_file
 from tumorbench.params import load_params
 from tumorbench.prepare import prepare
@@ -112,17 +111,6 @@ def assert_recovered(project: Path, reference: dict) -> None:
     assert md5_file(project / "models" / f"{VARIANT}.pt") == reference["checkpoint_md5"]
     assert "Data and pipelines are up to date" in rerun(project)
     assert not (project / ".cache" / "resume" / VARIANT).exists()  # the resume state is cleaned up
-
-
-def set_params(project: Path, **values) -> None:
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    for key, value in values.items():
-        node = params
-        *parents, last = key.split("__")
-        for part in parents:
-            node = node[part]
-        node[last] = value
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 # ------------------------------------------------------------------ fixtures
