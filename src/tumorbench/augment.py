@@ -122,11 +122,10 @@ def rotate_and_flip_nearest(x: torch.Tensor, angles_deg: torch.Tensor, flip_h: t
     # rounded half to even as it does; (B, H, W) each
     col = torch.round(((t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2] + 1) * w - 1) / 2)
     row = torch.round(((t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2] + 1) * h - 1) / 2)
-    inside = (col >= 0) & (col <= w - 1) & (row >= 0) & (row <= h - 1)
-    # pixels from outside read an extra zero pixel appended to every image
-    index = torch.where(inside, row * w + col, h * w).long().view(b, 1, h * w).expand(b, c, h * w)
-    source = torch.cat([x.reshape(b, c, h * w), x.new_zeros(b, c, 1)], dim=2)
-    out = source.gather(2, index).view(b, c, h, w)
+    # A one-pixel zero border around every image: positions outside clamp onto it and read 0.
+    source = F.pad(x, (1, 1, 1, 1)).reshape(b, c, (h + 2) * (w + 2))
+    index = (row.clamp_(-1, h) + 1).mul_(w + 2).add_(col.clamp_(-1, w) + 1).long()
+    out = source.gather(2, index.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
     return out.contiguous(memory_format=memory_format_of(x))
 
 
