@@ -24,13 +24,20 @@ class SplitData:
 
 
 def read_index(path: Path) -> list[dict]:
+    """The rows of a prepared index.csv, checked for the columns every reader of it needs."""
     with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"{path} has no samples: rerun the prepare stage")
+    for column in ("sample_id", "label", "label_name", "patient_id"):
+        if column not in rows[0]:
+            raise ValueError(f"{path}: missing column {column!r}; rerun the prepare stage")
+    return rows
 
 
 def class_names_of(rows: list[dict]) -> list[str]:
     names = {int(r["label"]): r["label_name"] for r in rows}
-    return [names[i] for i in range(len(names))]
+    return [names.get(i, str(i)) for i in range(max(names) + 1)]
 
 
 def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:

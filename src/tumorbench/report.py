@@ -33,6 +33,7 @@ from tumorbench.fileio import atomic_write_json, atomic_write_text
 from tumorbench.metrics import METRICS
 from tumorbench.params import INITS, MODELS
 from tumorbench.stats import bootstrap_ci, mcnemar_exact
+from tumorbench.variants import Variant
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
 TABLES = {("br35h", "scratch"): 1, ("br35h", "imagenet"): 2,
@@ -67,10 +68,6 @@ def load_paper_results() -> list[dict]:
 
 def table_name(dataset: str, init: str) -> str:
     return f"{dataset}-{init}"
-
-
-def variant_name(dataset: str, model: str, init: str) -> str:
-    return f"{dataset}-{model}-{init}"
 
 
 def read_metrics(path: Path) -> dict:
@@ -127,7 +124,7 @@ def build_table(params: dict, dataset: str, init: str, paper: list[dict], root: 
     selected = set(params["models"]) if dataset in params["datasets"] and init in params["inits"] else set()
     rows, order = [], None
     for model in MODELS:
-        variant = variant_name(dataset, model, init)
+        variant = Variant(dataset, model, init).name
         row = {"model": model, "variant": variant, "paper": paper_rows[model], "ours": None}
         metrics_path = root / "metrics" / f"{variant}.json"
         if model in selected and metrics_path.exists():

@@ -11,7 +11,6 @@ The same index.csv and params give a byte-identical split file.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 from collections import Counter
@@ -20,27 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from tumorbench import fileio
+from tumorbench.data import class_names_of, read_index
 from tumorbench.readers import natural_key
 
 
 class SplitError(ValueError):
     """Inputs or params that cannot give a valid split."""
-
-
-def read_index(index_csv: Path) -> list[dict]:
-    with open(index_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise SplitError(f"{index_csv} has no samples: rerun the prepare stage")
-    for column in ("sample_id", "label", "label_name", "patient_id"):
-        if column not in rows[0]:
-            raise SplitError(f"{index_csv}: missing column {column!r}; rerun the prepare stage")
-    return rows
-
-
-def class_names_of(rows: list[dict]) -> list[str]:
-    names = {int(r["label"]): r["label_name"] for r in rows}
-    return [names.get(i, str(i)) for i in range(max(names) + 1)]
 
 
 def round_half_up(x: float) -> int:
@@ -98,7 +82,10 @@ def make_split(index_csv: str | os.PathLike, images_npy: str | os.PathLike, val_
     for path in (index_csv, images_npy):
         if not path.exists():
             raise SplitError(f"{path} is missing: run the prepare stage first (dvc repro prepare@{dataset})")
-    rows = read_index(index_csv)
+    try:
+        rows = read_index(index_csv)
+    except ValueError as error:
+        raise SplitError(str(error)) from None
     n_images = np.load(images_npy, mmap_mode="r").shape[0]
     if n_images != len(rows):
         raise SplitError(f"{index_csv} has {len(rows)} rows but {images_npy} has {n_images} images; "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 from contextlib import nullcontext
+from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,6 +104,12 @@ def is_better(val_loss: float, best_loss: float) -> bool:
     return val_loss <= best_loss
 
 
+@lru_cache(maxsize=8)
+def normalization(mean: tuple, std: tuple, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """mean and std as tensors on the device, made once instead of copied there every batch."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
+
+
 def model_input(images_uint8: torch.Tensor, cfg: TrainConfig, generator: torch.Generator | None) -> torch.Tensor:
     """uint8 batch -> augmented (when a generator is given), scaled, standardised float batch."""
     x = images_uint8
@@ -112,7 +119,7 @@ def model_input(images_uint8: torch.Tensor, cfg: TrainConfig, generator: torch.G
         x = augment_batch(x, generator, cfg.rotation, cfg.hflip, cfg.vflip, cfg.interpolation)
     if not x.is_floating_point():
         x = to_float(x)  # nearest-neighbour augmentation runs on uint8, a quarter of the bytes
-    x = normalize(x, cfg.mean, cfg.std)
+    x = normalize(x, *normalization(tuple(cfg.mean), tuple(cfg.std), x.device))
     return x.contiguous(memory_format=torch.channels_last)
 
 
