@@ -34,7 +34,7 @@ from tumorbench.models import build_model  # noqa: E402
 from tumorbench.params import MODELS  # noqa: E402
 from tumorbench.prepare import prepare  # noqa: E402
 from tumorbench.splits import make_split  # noqa: E402
-from tumorbench.training import TrainConfig, configure_runtime, fit, predict  # noqa: E402
+from tumorbench.training import TrainConfig, configure_runtime, fit, predict, prepare_model  # noqa: E402
 
 # (train, val) images per epoch with the paper's 60/40 split
 GRID_SIZES = {"br35h": (1800, 1200), "figshare": (1838, 1226)}
@@ -131,7 +131,7 @@ def main(argv=None) -> int:
                       checkpoint_meta={}, resume_dir=work / f"resume-{model_name}", progress=False)
         checkpoint = torch.load(work / f"{model_name}.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["model"])
-        model = model.to(device).to(memory_format=torch.channels_last)
+        model = prepare_model(model, device, cfg.precision)
         probs = predict(model, torch.from_numpy(images[val_idx]).to(device), cfg).double().cpu().numpy()
         metrics = dataset_metrics(labels[val_idx], probs.argmax(1), probs, 2)
         results[model_name] = {**metrics, "epochs": epochs, "best_epoch": summary["best_epoch"],

@@ -4,7 +4,8 @@
 
 Ours: prepared uint8 arrays held in memory (on the GPU when there is one),
 seeded permutation, batched augmentation on the device, channels_last, bf16
-autocast on CUDA (tumorbench.training; --precision bf16 uses it on a CPU too).
+autocast where the hardware has bf16 arithmetic (train.precision: auto; GPUs
+from Ampere on, CPUs with AVX512-BF16 or AMX), as tumorbench.training trains.
 Naive: torchvision ImageFolder over the raw JPGs, per-image PIL transforms in
 DataLoader workers, fp32. Same model, batch size, image size and optimizer.
 The last line is the ratio.
@@ -25,7 +26,8 @@ import torch.nn.functional as F
 
 from tumorbench.models import build_model, model_flops
 from tumorbench.readers import decode_image, read_samples
-from tumorbench.training import TrainConfig, configure_runtime, pick_device, predict, train_one_epoch
+from tumorbench.training import (TrainConfig, configure_runtime, pick_device, predict, prepare_model,
+                                 resolved_precision, train_one_epoch)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 
@@ -48,10 +50,10 @@ def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: 
                  device: torch.device, steps: int, warmup: int, eval_batch: int, precision: str = "auto") -> dict:
     torch.manual_seed(0)
     model, _ = build_model(model_name, 2, "scratch", size)
-    model = model.to(device).to(memory_format=torch.channels_last)
     cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, step_size=30, gamma=0.1, seed=0, device=device.type,
                       compile=False, rotation=20, hflip=0.5, vflip=0.5, mean=[0.485, 0.456, 0.406],
                       std=[0.229, 0.224, 0.225], eval_batch_size=eval_batch, precision=precision)
+    model = prepare_model(model, device, precision)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.from_numpy(images).to(device)
@@ -153,7 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a Br35H folder (yes/ and no/)")
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                        help="our loop's train.precision (auto: bf16 on CUDA, fp32 on CPU)")
+                        help="our loop's train.precision (auto: bf16 where the hardware has it)")
     args = parser.parse_args(argv)
 
     device = pick_device(args.device)
@@ -170,7 +172,7 @@ def main(argv=None) -> int:
                         args.precision)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {cores} cores, {torch.get_num_threads()} threads"
     print(f"{args.model} {args.size}px batch {args.batch} on {name}; {steps} timed steps after {warmup} warm-up; "
-          f"ours: precision {args.precision}, naive: fp32")
+          f"ours: precision {args.precision} = {resolved_precision(args.precision, device)}, naive: fp32")
     print(f"model: {ours['gflops']:.3f} GFLOPs per image (forward)")
     print(f"{'loop':<8}{'train img/s':>14}{'eval img/s':>14}{'train TFLOP/s':>16}")
     rows = [("ours", ours)]

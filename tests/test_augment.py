@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from tumorbench.augment import (affine_grid, augment_batch, flip, normalize, rotate_and_flip, rotate_and_flip_nearest,
+from tumorbench.augment import (affine_grid, augment_batch, border_for_rotation, flip, normalize, rotate_and_flip, rotate_and_flip_nearest,
                                 rotation_flip_matrices, to_float)
 
 
@@ -197,3 +197,40 @@ def test_nearest_augment_batch_is_seeded_and_keeps_channels_last():
     second = augment_batch(x, torch.Generator().manual_seed(5), 20, 0.5, 0.5, "nearest")
     assert torch.equal(first, second) and not torch.equal(first, x)
     assert first.is_contiguous(memory_format=torch.channels_last)
+
+
+def tie_tolerant_mismatches(ours: torch.Tensor, reference: torch.Tensor, theta: torch.Tensor) -> int:
+    """Pixels where ours and grid_sample differ although neither source position is a float32 tie."""
+    b, c, h, w = reference.shape
+    grid = F.affine_grid(theta.double(), [b, c, h, w], align_corners=False)
+    col = ((grid[..., 0] + 1) * w - 1) / 2
+    row = ((grid[..., 1] + 1) * h - 1) / 2
+    near_tie = ((col - col.floor() - 0.5).abs() < 1e-3) | ((row - row.floor() - 0.5).abs() < 1e-3)
+    differ = (ours.float() != reference).any(1)
+    return int((differ & ~near_tie).sum())
+
+
+@pytest.mark.parametrize("height, width", [(64, 64), (40, 72), (72, 40)])
+@pytest.mark.parametrize("max_degrees", [0.5, 20.0, 45.0, 90.0, 180.0])
+def test_nearest_rotation_stays_inside_its_border_at_every_angle_up_to_the_maximum(height, width, max_degrees):
+    g = torch.Generator().manual_seed(int(max_degrees * 10) + height)
+    x = torch.randint(1, 256, (12, 3, height, width), dtype=torch.uint8, generator=g)
+    angles = torch.cat([torch.tensor([max_degrees, -max_degrees]), (torch.rand(10, generator=g) * 2 - 1) * max_degrees])
+    flip_h = torch.rand(12, generator=g) < 0.5
+    flip_v = torch.rand(12, generator=g) < 0.5
+    ours = rotate_and_flip_nearest(x, angles, flip_h, flip_v, max_degrees=max_degrees)
+    theta = rotation_flip_matrices(angles, flip_h, flip_v, height, width)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    reference = F.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    assert tie_tolerant_mismatches(ours, reference, theta) == 0
+    # a turn by 20 or 45 degrees reads zeros from the border (0.5 stays inside; 90 and 180 may fit exactly)
+    if max_degrees in (20.0, 45.0):
+        assert (ours[0] == 0).all(0).any()
+
+
+def test_border_is_as_narrow_as_the_turn_allows():
+    assert border_for_rotation(0, 128, 128) == 2
+    # a 20-degree turn of a 128-pixel square carries a corner 64 * (cos 20 + sin 20 - 1) = 18.0 px out
+    assert border_for_rotation(20, 128, 128) == math.ceil(64 * (math.cos(math.radians(20)) + math.sin(math.radians(20)) - 1)) + 2
+    # from 45 degrees on the corner's full reach, half the diagonal
+    assert border_for_rotation(45, 128, 128) == border_for_rotation(180, 128, 128) == math.ceil(64 * math.sqrt(2) - 64) + 2

@@ -1,4 +1,5 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -7,7 +8,7 @@ from torch import nn
 
 from tumorbench.fileio import md5_file
 from tumorbench.models import build_model
-from tumorbench.training import TrainConfig, fit, make_optimizer
+from tumorbench.training import TrainConfig, fit, make_optimizer, prepare_model, resolved_precision
 
 
 def config(**overrides) -> TrainConfig:
@@ -111,3 +112,48 @@ def test_resume_state_from_other_inputs_is_ignored(tmp_path, capsys):
                  fingerprint="other-inputs", checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
     assert "ignoring" in capsys.readouterr().out
     assert [r["epoch"] for r in result["history"]] == [0, 1]
+
+
+def test_auto_precision_is_bf16_exactly_where_the_cpu_has_bf16_arithmetic():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("needs /proc/cpuinfo to know the CPU's features independently of torch")
+    flags = set(cpuinfo.read_text().split())
+    has_bf16 = bool({"avx512_bf16", "amx_bf16"} & flags)
+    cpu = torch.device("cpu")
+    assert resolved_precision("auto", cpu) == ("bf16" if has_bf16 else "fp32")
+    assert resolved_precision("fp32", cpu) == "fp32" and resolved_precision("bf16", cpu) == "bf16"
+
+
+def test_cpu_bf16_trains_depthwise_convolutions_in_fp32_and_infers_them_in_bf16():
+    torch.manual_seed(0)
+    model, _ = build_model("efficientnet-b0", 2, "scratch", 32)
+    keys = list(model.state_dict())
+    model = prepare_model(model, torch.device("cpu"), "bf16")
+    assert list(model.state_dict()) == keys  # checkpoints stay loadable without the wrapper
+    depthwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == m.in_channels > 1]
+    pointwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups == 1]
+    assert len(depthwise) == 16 and pointwise
+    dtypes = {}
+    for name, module in (("depthwise", depthwise[3]), ("pointwise", pointwise[3])):
+        module.register_forward_hook(lambda m, i, out, name=name: dtypes.setdefault(name, []).append(out.dtype))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        model(x).float().sum().backward()
+        with torch.inference_mode():
+            model.eval()(x)
+    assert dtypes["depthwise"] == [torch.float32, torch.bfloat16]
+    assert dtypes["pointwise"] == [torch.bfloat16, torch.bfloat16]
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+def test_fp32_models_are_left_alone():
+    model, _ = build_model("efficientnet-b0", 2, "scratch", 32)
+    model = prepare_model(model, torch.device("cpu"), "fp32")
+    assert not any("forward" in vars(m) for m in model.modules())
+
+
+def test_checkpoint_records_the_device_and_precision_it_was_trained_with(tmp_path):
+    run_fit(tmp_path, "a.pt", epochs=1)
+    checkpoint = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert checkpoint["compute"] == {"device": "cpu", "precision": resolved_precision("auto", torch.device("cpu"))}

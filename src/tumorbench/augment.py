@@ -84,7 +84,7 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, rotation: float, 
     if rotation == 0:
         return flip(x, flip_h, flip_v)
     if interpolation == "nearest":
-        return rotate_and_flip_nearest(x, angles, flip_h, flip_v)
+        return rotate_and_flip_nearest(x, angles, flip_h, flip_v, max_degrees=abs(rotation))
     if interpolation != "bilinear":
         raise ValueError(f"interpolation {interpolation!r}; allowed: nearest, bilinear")
     return rotate_and_flip(x, angles, flip_h, flip_v)
@@ -109,23 +109,41 @@ def rotate_and_flip(x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Ten
     return out.to(x.dtype).contiguous(memory_format=memory_format_of(x))
 
 
+def border_for_rotation(max_degrees: float, height: int, width: int) -> int:
+    """Width of a zero border that holds every position a turn of up to max_degrees samples from.
+
+    A turn about the centre carries the corner (w/2, h/2) furthest: its x reach w/2*cos(t) + h/2*sin(t)
+    peaks at t = atan2(h, w), so over [0, max] it is largest there or at an end (likewise for y).
+    """
+    a, b = width / 2, height / 2
+    top = math.radians(min(abs(max_degrees), 180.0))
+    turns = (0.0, top, min(top, math.atan2(b, a)), min(top, math.atan2(a, b)))
+    reach_x = max(a * math.cos(t) + b * math.sin(t) for t in turns)
+    reach_y = max(a * math.sin(t) + b * math.cos(t) for t in turns)
+    return math.ceil(max(reach_x - a, reach_y - b)) + 2  # + rounding to a pixel + float error
+
+
 def rotate_and_flip_nearest(x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Tensor,
-                            flip_v: torch.Tensor) -> torch.Tensor:
-    """As rotate_and_flip, but nearest-neighbour: equal to grid_sample(mode="nearest"), done as one
-    gather of source pixels, so it works on uint8 batches and is several times faster on a CPU."""
+                            flip_v: torch.Tensor, max_degrees: float = 180.0) -> torch.Tensor:
+    """As rotate_and_flip, but nearest-neighbour (grid_sample(mode="nearest")'s positions, up to
+    float rounding at exact half-pixel ties), done as one gather of source pixels, so it works on
+    uint8 batches and is several times faster on a CPU. Every |angle| must be <= max_degrees: the
+    images get a zero border just wide enough for that turn, so no position needs a bounds check."""
     b, c, h, w = x.shape
+    pad = border_for_rotation(max_degrees, h, w)
     theta = rotation_flip_matrices(angles_deg, flip_h, flip_v, h, w).to(torch.float32)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)[None, None, :]
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)[None, :, None]
-    t = theta[:, :, :, None, None]  # (B, 2, 3, 1, 1)
-    # source position in [-1, 1], then grid_sample's pixel index for align_corners=False,
-    # rounded half to even as it does; (B, H, W) each
-    col = torch.round(((t[:, 0, 0] * xs + t[:, 0, 1] * ys + t[:, 0, 2] + 1) * w - 1) / 2)
-    row = torch.round(((t[:, 1, 0] * xs + t[:, 1, 1] * ys + t[:, 1, 2] + 1) * h - 1) / 2)
-    # A one-pixel zero border around every image: positions outside clamp onto it and read 0.
-    source = F.pad(x, (1, 1, 1, 1)).reshape(b, c, (h + 2) * (w + 2))
-    index = (row.clamp_(-1, h) + 1).mul_(w + 2).add_(col.clamp_(-1, w) + 1).long()
-    out = source.gather(2, index.view(b, 1, h * w).expand(b, c, h * w)).view(b, c, h, w)
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)
+    # grid_sample's pixel position ((u + 1) * size - 1) / 2 of the source point u = theta @ (x, y, 1),
+    # as a part along x (B, 1, W) plus a part along y (B, H, 1), in the bordered image's pixels
+    col = (theta[:, 0, 0, None] * xs * (w / 2))[:, None, :] + (
+        (theta[:, 0, 1, None] * ys + theta[:, 0, 2, None] + 1) * (w / 2) - 0.5 + pad)[:, :, None]
+    row = (theta[:, 1, 0, None] * xs * (h / 2))[:, None, :] + (
+        (theta[:, 1, 1, None] * ys + theta[:, 1, 2, None] + 1) * (h / 2) - 0.5 + pad)[:, :, None]
+    width_padded = w + 2 * pad
+    index = row.round_().mul_(width_padded).add_(col.round_()).long().view(b, 1, h * w)
+    source = F.pad(x, (pad, pad, pad, pad)).reshape(b, c, -1)
+    out = source.gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
     return out.contiguous(memory_format=memory_format_of(x))
 
 

@@ -15,7 +15,7 @@ from tumorbench.data import load_split_data
 from tumorbench.fileio import atomic_write_json, atomic_write_text, md5_file
 from tumorbench.metrics import batch_mean_metrics, dataset_metrics, roc_auc_per_class, roc_points
 from tumorbench.models import build_model
-from tumorbench.training import TrainConfig, configure_runtime, pick_device, predict
+from tumorbench.training import TrainConfig, configure_runtime, pick_device, predict, prepare_model, resolved_precision
 from tumorbench.variants import Variant, input_hashes, train_params_hash
 
 
@@ -71,7 +71,7 @@ def evaluate_variant(variant: Variant, params: dict) -> dict:
     model, _ = build_model(variant.model, len(data.class_names), variant.init, params["data"]["image_size"],
                            load_weights=False)
     model.load_state_dict(checkpoint["model"])
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = prepare_model(model, device, cfg.precision)
     probs = predict(model, torch.from_numpy(data.val_images).to(device), cfg).double().cpu().numpy()
     labels = data.val_labels
     preds = probs.argmax(1)
@@ -81,6 +81,8 @@ def evaluate_variant(variant: Variant, params: dict) -> dict:
     metrics["batch"] = batch_mean_metrics(labels, preds, probs, params["train"]["batch_size"])
     metrics["auc"] = roc_auc_per_class(labels, probs, k, data.class_names)
     metrics.update(best_epoch=int(checkpoint["epoch"]), epochs=params["train"]["epochs"], num_val=int(len(labels)))
+    metrics["compute"] = {"train": checkpoint.get("compute"),
+                          "evaluate": {"device": device.type, "precision": resolved_precision(cfg.precision, device)}}
     weights_md5 = checkpoint.get("provenance", {}).get("weights_md5")
     metrics["provenance"] = {**input_hashes(variant.dataset), "checkpoint_md5": md5_file(variant.checkpoint),
                              "weights_md5": weights_md5, "params_hash": train_params_hash(params, variant.init)}

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from functools import lru_cache
 from dataclasses import dataclass
 from pathlib import Path
+from types import MethodType
 
 import numpy as np
 import torch
@@ -78,18 +79,54 @@ def configure_runtime(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether the device computes bf16 in hardware: CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    capabilities = torch.cpu.get_capabilities()
+    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
-    """auto: bf16 autocast on CUDA, fp32 on a CPU. On CPUs with native bf16, `bf16` trains ResNets
-    about 1.7x faster but EfficientNets slower (measured, docs/PERFORMANCE.md), so it is opt-in."""
+    """auto: bf16 autocast where the hardware has bf16 arithmetic, fp32 elsewhere."""
     if precision == "auto":
-        return device.type == "cuda"
+        return native_bf16(device)
     return precision == "bf16"
+
+
+def resolved_precision(precision: str, device: torch.device) -> str:
+    return "bf16" if use_bf16(precision, device) else "fp32"
 
 
 def autocast(device: torch.device, precision: str):
     if use_bf16(precision, device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device, precision: str) -> torch.nn.Module:
+    """The model on the device, channels_last; on a CPU in bf16, depthwise convolutions train in fp32."""
+    model = model.to(device).to(memory_format=torch.channels_last)
+    if device.type == "cpu" and use_bf16(precision, device):
+        train_depthwise_convs_in_fp32(model)
+    return model
+
+
+def train_depthwise_convs_in_fp32(model: torch.nn.Module) -> None:
+    """oneDNN's bf16 backward of depthwise convolutions is slow: under CPU bf16 autocast
+    EfficientNet-B0 trained 1.9x slower than in fp32 (64 px, docs/PERFORMANCE.md). These layers
+    (EfficientNet's only) run in fp32 while gradients are recorded; inference keeps them in bf16,
+    where they are fast. State dicts are unchanged: only the modules' forward is wrapped."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d) and module.groups == module.in_channels > 1:
+            module.forward = MethodType(_fp32_forward_when_training, module)
+
+
+def _fp32_forward_when_training(conv: torch.nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    if torch.is_grad_enabled() and torch.is_autocast_enabled("cpu"):
+        with torch.autocast("cpu", enabled=False):
+            return type(conv).forward(conv, x.float())
+    return type(conv).forward(conv, x)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
@@ -217,12 +254,13 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
     """
     device = pick_device(cfg.device)
     configure_runtime(device)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = prepare_model(model, device, cfg.precision)
     x_train = torch.from_numpy(np.ascontiguousarray(train_images)).to(device)
     y_train = torch.from_numpy(train_labels).to(device)
     x_val = torch.from_numpy(np.ascontiguousarray(val_images)).to(device)
     y_val = torch.from_numpy(val_labels).to(device)
 
+    compute = {"device": device.type, "precision": resolved_precision(cfg.precision, device)}
     optimizer, scheduler = make_optimizer(model, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     start_epoch, best_loss, best_epoch, history = 0, float("inf"), -1, []
@@ -251,7 +289,7 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
             if is_better(val_loss, best_loss):
                 best_loss, best_epoch = val_loss, epoch
                 save_torch({"model": base_model(model).state_dict(), "epoch": epoch, "val_loss": val_loss,
-                            **checkpoint_meta}, resume_dir / "best.pt")
+                            "compute": compute, **checkpoint_meta}, resume_dir / "best.pt")
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "val_accuracy": val_accuracy, "lr": lr}
             history.append(row)
