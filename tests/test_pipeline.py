@@ -20,7 +20,7 @@ from tumorbench.models import build_model, weights_path
 from tumorbench.params import load_params
 from tumorbench.prepare import prepare
 from tumorbench.splits import make_split
-from tumorbench.training import TrainConfig, fit, predict
+from tumorbench.training import TrainConfig, fit, predict, resolved_precision
 
 METRIC_KEYS = {"accuracy", "f1", "precision", "recall", "loss"}
 
@@ -65,6 +65,8 @@ def test_embedded_pipeline_runs_every_stage_and_metrics_show_lists_every_variant
         metrics = files[f"metrics/{variant}.json"]["data"]
         assert METRIC_KEYS <= set(metrics)
         assert 0 <= metrics["accuracy"] <= 1
+        used = {"device": "cpu", "precision": resolved_precision("auto", torch.device("cpu"))}
+        assert metrics["compute"] == {"train": used, "evaluate": used}
     for table in ("br35h-scratch", "br35h-imagenet", "figshare-scratch", "figshare-imagenet"):
         assert (tiny_project / "reports" / f"{table}.md").exists()
         assert (tiny_project / "reports" / f"{table}.csv").exists()
