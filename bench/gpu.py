@@ -5,6 +5,8 @@ time, then a real paper-profile subset trained in the time left.
 
 1. Throughput at 224 px, batch 32, for all 12 models (our loop), and the naive
    torchvision loop for ResNet-50 and ResNet-18, in the same process.
+   1b. With --compile-modes (e.g. reduce-overhead: CUDA graphs), the same
+   for --compile-models under torch.compile, next to the eager rates.
 2. The estimated wall time of the paper grid (2 datasets x 12 models x 2 inits
    x 100 epochs) from the measured rates.
 3. With the time left: ResNet-18 and EfficientNet-B0 from scratch on Br35H,
@@ -31,7 +33,7 @@ from throughput import measure_naive, measure_ours  # noqa: E402
 from tumorbench.data import read_index  # noqa: E402
 from tumorbench.metrics import dataset_metrics  # noqa: E402
 from tumorbench.models import build_model  # noqa: E402
-from tumorbench.params import MODELS  # noqa: E402
+from tumorbench.params import COMPILE_MODES, MODELS  # noqa: E402
 from tumorbench.prepare import prepare  # noqa: E402
 from tumorbench.splits import make_split  # noqa: E402
 from tumorbench.training import TrainConfig, configure_runtime, fit, predict, prepare_model  # noqa: E402
@@ -59,6 +61,9 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--naive", nargs="*", default=["resnet50", "resnet18"])
     parser.add_argument("--train", nargs="*", default=["resnet18", "efficientnet-b0"])
+    parser.add_argument("--compile-modes", nargs="*", default=[], choices=["true", *COMPILE_MODES],
+                        help="also measure these train.compile modes (compilation is not timed but takes minutes)")
+    parser.add_argument("--compile-models", nargs="*", default=["resnet50", "efficientnet-b0"])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = parser.parse_args(argv)
     start = time.time()
@@ -96,6 +101,23 @@ def main(argv=None) -> int:
         log(f"naive {model_name}: train {naive['train']:.0f} img/s, eval {naive['eval']:.0f} img/s; "
             f"ratio ours/naive train: {ours['train'] / naive['train']:.2f}, eval: {ours['eval'] / naive['eval']:.2f}",
             sink)
+
+    for mode in args.compile_modes:
+        log(f"\n## 1b. torch.compile mode {mode} (train.compile), {args.size} px, batch {args.batch}", sink)
+        for model_name in args.compile_models:
+            began = time.time()
+            try:
+                r = measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device, args.steps, 5, 256,
+                                 compile_mode=True if mode == "true" else mode)
+            except Exception as error:  # a mode that fails here must not cost the rest of the check
+                log(f"{model_name}: compile {mode} failed: {type(error).__name__}: {str(error)[:300]}", sink)
+                continue
+            eager = rates.get(model_name)
+            versus = (f"; x{r['train'] / eager['train']:.2f} train, x{r['eval'] / eager['eval']:.2f} eval vs eager"
+                      if eager else "")
+            log(f"{model_name:<16} train {r['train']:.0f} img/s, eval {r['eval']:.0f} img/s{versus} "
+                f"({time.time() - began:.0f} s with compilation)", sink)
+            torch.cuda.empty_cache() if device.type == "cuda" else None
 
     log("\n## 2. Estimated wall time of the paper grid (48 variants x 100 epochs)", sink)
     total = 0.0

@@ -26,7 +26,8 @@ import torch.nn.functional as F
 
 from tumorbench.models import build_model, model_flops
 from tumorbench.readers import decode_image, read_samples
-from tumorbench.training import (TrainConfig, configure_runtime, pick_device, predict, prepare_model,
+from tumorbench.params import COMPILE_MODES
+from tumorbench.training import (TrainConfig, compiled, configure_runtime, pick_device, predict, prepare_model,
                                  resolved_precision, train_one_epoch)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
@@ -47,28 +48,31 @@ def load_images(data: Path, size: int, count: int) -> tuple[np.ndarray, np.ndarr
 
 
 def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: int, batch: int,
-                 device: torch.device, steps: int, warmup: int, eval_batch: int, precision: str = "auto") -> dict:
+                 device: torch.device, steps: int, warmup: int, eval_batch: int, precision: str = "auto",
+                 compile_mode: bool | str = False) -> dict:
     torch.manual_seed(0)
     model, _ = build_model(model_name, 2, "scratch", size)
     cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, step_size=30, gamma=0.1, seed=0, device=device.type,
                       compile=False, rotation=20, hflip=0.5, vflip=0.5, mean=[0.485, 0.456, 0.406],
                       std=[0.229, 0.224, 0.225], eval_batch_size=eval_batch, precision=precision)
     model = prepare_model(model, device, precision)
+    trained = compiled(model, compile_mode)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.from_numpy(images).to(device)
     y = torch.from_numpy(labels).to(device)
     n = steps * batch
-    train_one_epoch(model, optimizer, x[:warmup * batch], y[:warmup * batch], cfg, generator, progress=False)
+    train_one_epoch(trained, optimizer, x[:warmup * batch], y[:warmup * batch], cfg, generator, progress=False)
     sync(device)
     start = time.perf_counter()
-    train_one_epoch(model, optimizer, x[:n], y[:n], cfg, generator, progress=False)
+    train_one_epoch(trained, optimizer, x[:n], y[:n], cfg, generator, progress=False)
     sync(device)
     train_rate = n / (time.perf_counter() - start)
-    predict(model, x[:n], cfg)  # warm-up over the same batch shapes (cudnn.benchmark tunes each shape once)
+    for _ in range(1 if compile_mode is False else 3):  # warm-up over the timed batch shapes: cudnn.benchmark
+        predict(trained, x[:n], cfg)  # tunes each once; a compiled model compiles, then records CUDA graphs
     sync(device)
     start = time.perf_counter()
-    predict(model, x[:n], cfg)
+    predict(trained, x[:n], cfg)
     sync(device)
     eval_rate = n / (time.perf_counter() - start)
     return {"train": train_rate, "eval": eval_rate, "gflops": model_flops(model, size)}
@@ -156,7 +160,10 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-naive", action="store_true")
     parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
                         help="our loop's train.precision (auto: bf16 where the hardware has it)")
+    parser.add_argument("--compile", default="false", choices=["false", "true", *COMPILE_MODES],
+                        help="our loop's train.compile (torch.compile the model; compilation is not timed)")
     args = parser.parse_args(argv)
+    compile_mode = {"false": False, "true": True}.get(args.compile, args.compile)
 
     device = pick_device(args.device)
     configure_runtime(device)
@@ -169,10 +176,11 @@ def main(argv=None) -> int:
     if len(images) < (steps + warmup) * args.batch:
         sys.exit(f"{args.data} has only {len(images)} images; lower --steps or --batch")
     ours = measure_ours(args.model, images, labels, args.size, args.batch, device, steps, warmup, args.eval_batch,
-                        args.precision)
+                        args.precision, compile_mode)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {cores} cores, {torch.get_num_threads()} threads"
     print(f"{args.model} {args.size}px batch {args.batch} on {name}; {steps} timed steps after {warmup} warm-up; "
-          f"ours: precision {args.precision} = {resolved_precision(args.precision, device)}, naive: fp32")
+          f"ours: precision {args.precision} = {resolved_precision(args.precision, device)}, compile {args.compile}; "
+          f"naive: fp32")
     print(f"model: {ours['gflops']:.3f} GFLOPs per image (forward)")
     print(f"{'loop':<8}{'train img/s':>14}{'eval img/s':>14}{'train TFLOP/s':>16}")
     rows = [("ours", ours)]

@@ -36,6 +36,9 @@ def test_committed_profiles_are_valid():
     ("train.epochs", -1, "train.epochs"),
     ("train.batch_size", 0, "train.batch_size"),
     ("train.device", "tpu", "train.device"),
+    ("train.precision", "fp16", "train.precision"),
+    ("train.compile", 1, "train.compile"),
+    ("train.compile", "fast", "reduce-overhead"),
 ])
 def test_invalid_values_name_the_key_and_allowed_values(params, key, value, needle):
     bad = copy.deepcopy(params)
@@ -48,6 +51,13 @@ def test_invalid_values_name_the_key_and_allowed_values(params, key, value, need
         validate(bad, root=ROOT)
     message = str(error.value)
     assert needle in message and "allowed" in message
+
+
+@pytest.mark.parametrize("mode", [False, True, "reduce-overhead", "max-autotune"])
+def test_compile_takes_a_bool_or_a_torch_compile_mode(params, mode):
+    good = copy.deepcopy(params)
+    good["train"]["compile"] = mode
+    validate(good, root=ROOT)
 
 
 def test_path_source_must_exist(params, tmp_path):

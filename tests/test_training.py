@@ -157,3 +157,15 @@ def test_checkpoint_records_the_device_and_precision_it_was_trained_with(tmp_pat
     run_fit(tmp_path, "a.pt", epochs=1)
     checkpoint = torch.load(tmp_path / "a.pt", weights_only=True)
     assert checkpoint["compute"] == {"device": "cpu", "precision": resolved_precision("auto", torch.device("cpu"))}
+
+
+def test_compiled_training_saves_plain_state_dicts(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(4, 2))
+    x, y = blobs(40, seed=1, size=24)
+    fit(model, x, y, x, y, config(epochs=1, compile=True), checkpoint_path=tmp_path / "c.pt", live_dir=None,
+        fingerprint="c", checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+    state = torch.load(tmp_path / "c.pt", weights_only=True)["model"]
+    assert not any("_orig_mod" in key for key in state)  # loadable into the uncompiled model
+    model.load_state_dict(state)

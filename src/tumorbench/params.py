@@ -24,6 +24,8 @@ SOURCES = ("synthetic", "url", "kaggle", "path")
 GROUP_BY = ("none", "patient")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
+# train.compile: true or false, or one of torch.compile's named modes
+COMPILE_MODES = ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 INTERPOLATIONS = ("nearest", "bilinear")
 
 
@@ -112,8 +114,9 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
         _fail("train.precision", _get(params, "train.precision"), f"one of {list(PRECISIONS)}")
     if _get(params, "augment.interpolation") not in INTERPOLATIONS:
         _fail("augment.interpolation", _get(params, "augment.interpolation"), f"one of {list(INTERPOLATIONS)}")
-    if not isinstance(_get(params, "train.compile"), bool):
-        _fail("train.compile", _get(params, "train.compile"), "true or false")
+    compile_mode = _get(params, "train.compile")
+    if not (isinstance(compile_mode, bool) or compile_mode in COMPILE_MODES):
+        _fail("train.compile", compile_mode, f"true, false or one of {list(COMPILE_MODES)}")
     _check_number(params, "augment.rotation", float, 0, 180, text="degrees in [0, 180]")
     _check_number(params, "augment.hflip", float, 0, 1, text="a probability in [0, 1]")
     _check_number(params, "augment.vflip", float, 0, 1, text="a probability in [0, 1]")

@@ -41,7 +41,7 @@ class TrainConfig:
     gamma: float
     seed: int
     device: str
-    compile: bool
+    compile: bool | str
     rotation: float
     hflip: float
     vflip: float
@@ -206,6 +206,14 @@ def validation_scores(model, images, labels, cfg: TrainConfig) -> tuple[float, f
     return loss.item(), accuracy.item()
 
 
+def compiled(model: torch.nn.Module, mode: bool | str) -> torch.nn.Module:
+    """train.compile: false -> the model as it is; true -> torch.compile's default mode; a string -> that mode
+    ("reduce-overhead" replays CUDA graphs, for small batches whose steps are bound by kernel launches)."""
+    if mode is False:
+        return model
+    return torch.compile(model, mode=None if mode is True else mode)
+
+
 def base_model(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)  # unwrap torch.compile
 
@@ -275,7 +283,7 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
                                                        state["best_epoch"], state["history"])
         print(f"resume: continuing from epoch {start_epoch} of {cfg.epochs} (best so far: epoch {best_epoch})")
 
-    trained = torch.compile(model) if cfg.compile else model
+    trained = compiled(model, cfg.compile)
     with open_live(live_dir) as live:
         for row in history:  # DVC removed the old log with the stage's outputs: replay it
             log_epoch(live, row)
