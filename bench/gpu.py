@@ -7,6 +7,8 @@ time, then a real paper-profile subset trained in the time left.
    torchvision loop for ResNet-50 and ResNet-18, in the same process.
    1b. With --compile-modes (e.g. reduce-overhead: CUDA graphs), the same
    for --compile-models under torch.compile, next to the eager rates.
+   1c. With --concurrent K, K trainings of each --concurrent-models model
+   timed running at once on the device, one process each (aggregate img/s).
 2. The estimated wall time of the paper grid (2 datasets x 12 models x 2 inits
    x 100 epochs) from the measured rates.
 3. With the time left: ResNet-18 and EfficientNet-B0 from scratch on Br35H,
@@ -18,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import queue
 import sys
 import tempfile
 import time
@@ -36,7 +40,8 @@ from tumorbench.models import build_model  # noqa: E402
 from tumorbench.params import COMPILE_MODES, MODELS  # noqa: E402
 from tumorbench.prepare import prepare  # noqa: E402
 from tumorbench.splits import make_split  # noqa: E402
-from tumorbench.training import TrainConfig, configure_runtime, fit, predict, prepare_model  # noqa: E402
+from tumorbench.training import (TrainConfig, configure_runtime, fit, predict, prepare_model,  # noqa: E402
+                                 resolved_precision)
 
 # (train, val) images per epoch with the paper's 60/40 split
 GRID_SIZES = {"br35h": (1800, 1200), "figshare": (1838, 1226)}
@@ -48,6 +53,41 @@ def log(text: str, sink) -> None:
     print(text, flush=True)
     sink.write(text + "\n")
     sink.flush()
+
+
+def concurrent_worker(model_name: str, data_file: Path, size: int, batch: int, steps: int, barrier, results,
+                      count: int) -> None:
+    data = np.load(data_file)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    configure_runtime(device)
+    torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // count))  # the workers share the cores
+    r = measure_ours(model_name, data["x"], data["y"], size, batch, device, steps, 5, 256, barrier=barrier,
+                     evaluate=False)
+    results.put((*r["train_window"], steps * batch))
+
+
+def concurrent_train_rate(model_name: str, count: int, data_file: Path, size: int, batch: int, steps: int) -> float:
+    """Images/s of `count` trainings of one model timed running at once, each in its own process:
+    all images trained / (last end - first start). Small-batch steps that leave the GPU idle between
+    kernel launches can overlap this way; the paper grid's 48 runs are independent."""
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(count), context.Queue()
+    workers = [context.Process(target=concurrent_worker, args=(model_name, data_file, size, batch, steps, barrier,
+                                                               results, count)) for _ in range(count)]
+    for worker in workers:
+        worker.start()
+    windows = []
+    while len(windows) < count:
+        try:
+            windows.append(results.get(timeout=5))
+        except queue.Empty:
+            if any(w.exitcode not in (None, 0) for w in workers):
+                for w in workers:
+                    w.kill()
+                raise RuntimeError(f"a worker exited with {[w.exitcode for w in workers]}") from None
+    for worker in workers:
+        worker.join()
+    return sum(w[2] for w in windows) / (max(w[1] for w in windows) - min(w[0] for w in windows))
 
 
 def main(argv=None) -> int:
@@ -64,6 +104,9 @@ def main(argv=None) -> int:
     parser.add_argument("--compile-modes", nargs="*", default=[], choices=["true", *COMPILE_MODES],
                         help="also measure these train.compile modes (compilation is not timed but takes minutes)")
     parser.add_argument("--compile-models", nargs="*", default=["resnet50", "efficientnet-b0"])
+    parser.add_argument("--concurrent", type=int, default=0,
+                        help="also measure this many trainings of one model running at once (one process each)")
+    parser.add_argument("--concurrent-models", nargs="*", default=["efficientnet-b0", "resnet50"])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = parser.parse_args(argv)
     start = time.time()
@@ -83,7 +126,8 @@ def main(argv=None) -> int:
     order = np.random.default_rng(0).permutation(len(images))
     mixed_x, mixed_y = images[order], labels[order]
 
-    log(f"\n## 1. Throughput, {args.size} px, batch {args.batch}, bf16 + channels_last (ours)", sink)
+    log(f"\n## 1. Throughput, {args.size} px, batch {args.batch}, {resolved_precision('auto', device)} + "
+        f"channels_last (ours)", sink)
     log(f"{'model':<16}{'GFLOPs/img':>11}{'train img/s':>13}{'eval img/s':>12}{'train TFLOP/s':>15}", sink)
     rates = {}
     for model_name in args.models:
@@ -118,6 +162,21 @@ def main(argv=None) -> int:
             log(f"{model_name:<16} train {r['train']:.0f} img/s, eval {r['eval']:.0f} img/s{versus} "
                 f"({time.time() - began:.0f} s with compilation)", sink)
             torch.cuda.empty_cache() if device.type == "cuda" else None
+
+    if args.concurrent > 1:
+        log(f"\n## 1c. {args.concurrent} trainings at once on this device (one process each, eager)", sink)
+        np.savez(work / "mixed.npz", x=mixed_x, y=mixed_y)
+        for model_name in args.concurrent_models:
+            began = time.time()
+            try:
+                together = concurrent_train_rate(model_name, args.concurrent, work / "mixed.npz", args.size,
+                                                 args.batch, args.steps)
+            except Exception as error:
+                log(f"{model_name}: {args.concurrent} at once failed: {type(error).__name__}: {error}", sink)
+                continue
+            alone = rates.get(model_name)
+            versus = f" = x{together / alone['train']:.2f} one training's rate" if alone else ""
+            log(f"{model_name:<16} {together:.0f} train img/s in all{versus} ({time.time() - began:.0f} s)", sink)
 
     log("\n## 2. Estimated wall time of the paper grid (48 variants x 100 epochs)", sink)
     total = 0.0

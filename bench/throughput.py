@@ -49,7 +49,9 @@ def load_images(data: Path, size: int, count: int) -> tuple[np.ndarray, np.ndarr
 
 def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: int, batch: int,
                  device: torch.device, steps: int, warmup: int, eval_batch: int, precision: str = "auto",
-                 compile_mode: bool | str = False) -> dict:
+                 compile_mode: bool | str = False, barrier=None, evaluate: bool = True) -> dict:
+    """Train (and eval) images/s of our loop. With a barrier, the timed training waits for the other
+    processes holding it, so several can be timed running at once; train_window holds its wall-clock span."""
     torch.manual_seed(0)
     model, _ = build_model(model_name, 2, "scratch", size)
     cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, step_size=30, gamma=0.1, seed=0, device=device.type,
@@ -64,18 +66,23 @@ def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: 
     n = steps * batch
     train_one_epoch(trained, optimizer, x[:warmup * batch], y[:warmup * batch], cfg, generator, progress=False)
     sync(device)
+    if barrier is not None:
+        barrier.wait()
+    began = time.time()
     start = time.perf_counter()
     train_one_epoch(trained, optimizer, x[:n], y[:n], cfg, generator, progress=False)
     sync(device)
     train_rate = n / (time.perf_counter() - start)
+    result = {"train": train_rate, "train_window": (began, time.time()), "gflops": model_flops(model, size)}
+    if not evaluate:
+        return result
     for _ in range(1 if compile_mode is False else 3):  # warm-up over the timed batch shapes: cudnn.benchmark
         predict(trained, x[:n], cfg)  # tunes each once; a compiled model compiles, then records CUDA graphs
     sync(device)
     start = time.perf_counter()
     predict(trained, x[:n], cfg)
     sync(device)
-    eval_rate = n / (time.perf_counter() - start)
-    return {"train": train_rate, "eval": eval_rate, "gflops": model_flops(model, size)}
+    return {**result, "eval": n / (time.perf_counter() - start)}
 
 
 def measure_naive(model_name: str, data: Path, paths: list[str], size: int, batch: int, device: torch.device,
