@@ -48,16 +48,18 @@ def load_images(folder: Path, n: int, size: int) -> tuple[np.ndarray, str]:
     return images, f"{n} Br35H images from {folder}"
 
 
-def median_seconds(run, repeats: int, sync) -> float:
-    run()  # warm-up: allocator, kernels, page faults
+def paired_seconds(first, second, repeats: int, sync) -> tuple[list[float], list[float]]:
+    """Seconds of first() and second(), timed in alternation so machine noise hits both alike."""
+    first(), second()  # warm-up: allocator, kernels, page faults
     sync()
-    times = []
+    times = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for run, out in ((first, times[0]), (second, times[1])):
+            start = time.perf_counter()
+            run()
+            sync()
+            out.append(time.perf_counter() - start)
+    return times
 
 
 def main(argv=None) -> None:
@@ -66,7 +68,7 @@ def main(argv=None) -> None:
     parser.add_argument("--n", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=32, help="images per augment_batch call")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--data", type=Path, default=BR35H, help="a Br35H folder with yes/ and no/")
     parser.add_argument("--interpolation", default="nearest", choices=["nearest", "bilinear"])
     args = parser.parse_args(argv)
@@ -94,11 +96,13 @@ def main(argv=None) -> None:
             else:
                 augment_batch(to_float(part), generator, 20.0, 0.5, 0.5, "bilinear")
 
-    naive_rate = args.n / median_seconds(naive, args.repeats, lambda: None)
-    ours_rate = args.n / median_seconds(ours, args.repeats, sync)
-    print(f"naive (PIL, per image): {naive_rate:10.0f} images/s")
-    print(f"ours (batched {args.batch_size}, {args.interpolation}, {device.type}): {ours_rate:10.0f} images/s")
-    print(f"ratio ours/naive augment: {ours_rate / naive_rate:.2f}")
+    naive_times, ours_times = paired_seconds(naive, ours, args.repeats, sync)
+    print(f"naive (PIL, per image): {args.n / statistics.median(naive_times):10.0f} images/s (median)")
+    print(f"ours (batched {args.batch_size}, {args.interpolation}, {device.type}): "
+          f"{args.n / statistics.median(ours_times):10.0f} images/s (median)")
+    ratios = [n / o for n, o in zip(naive_times, ours_times)]
+    print(f"ratio ours/naive augment: {statistics.median(ratios):.2f}  (median of {len(ratios)} side-by-side pairs, "
+          f"{min(ratios):.2f}-{max(ratios):.2f})")
 
 
 if __name__ == "__main__":
