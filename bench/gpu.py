@@ -55,6 +55,11 @@ def log(text: str, sink) -> None:
     sink.flush()
 
 
+def free_device_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def concurrent_worker(model_name: str, data_file: Path, size: int, batch: int, steps: int, barrier, results,
                       count: int) -> None:
     data = np.load(data_file)
@@ -110,6 +115,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = parser.parse_args(argv)
     start = time.time()
+    found = {"rates": {}, "naive": {}, "compiled": {}, "concurrent": {}, "results": {}}
+
+    def seconds_left() -> float:
+        return args.budget - (time.time() - start)
+
+    def save() -> None:  # after every section, so a run stopped by its timeout keeps what it measured
+        (args.out / "gpu_check.json").write_text(json.dumps({"device": name, **found}, indent=1))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     configure_runtime(device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -129,13 +141,13 @@ def main(argv=None) -> int:
     log(f"\n## 1. Throughput, {args.size} px, batch {args.batch}, {resolved_precision('auto', device)} + "
         f"channels_last (ours)", sink)
     log(f"{'model':<16}{'GFLOPs/img':>11}{'train img/s':>13}{'eval img/s':>12}{'train TFLOP/s':>15}", sink)
-    rates = {}
+    rates = found["rates"]
     for model_name in args.models:
         r = measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device, args.steps, 5, 256)
         rates[model_name] = r
         log(f"{model_name:<16}{r['gflops']:>11.2f}{r['train']:>13.0f}{r['eval']:>12.0f}"
             f"{3 * r['gflops'] * r['train'] / 1000:>15.1f}", sink)
-        torch.cuda.empty_cache() if device.type == "cuda" else None
+        free_device_memory(device)
     paths = [r["source_path"] for r in rows]
     for model_name in args.naive:
         naive = measure_naive(model_name, args.data, [paths[i] for i in order], args.size, args.batch, device,
@@ -145,10 +157,15 @@ def main(argv=None) -> int:
         log(f"naive {model_name}: train {naive['train']:.0f} img/s, eval {naive['eval']:.0f} img/s; "
             f"ratio ours/naive train: {ours['train'] / naive['train']:.2f}, eval: {ours['eval'] / naive['eval']:.2f}",
             sink)
+        found["naive"][model_name] = naive
+    save()
 
     for mode in args.compile_modes:
         log(f"\n## 1b. torch.compile mode {mode} (train.compile), {args.size} px, batch {args.batch}", sink)
         for model_name in args.compile_models:
+            if seconds_left() < 150:  # compiling takes a minute or two; keep time for the sections after
+                log(f"{model_name}: skipped, {seconds_left():.0f} s of the budget left", sink)
+                continue
             began = time.time()
             try:
                 r = measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device, args.steps, 5, 256,
@@ -160,23 +177,33 @@ def main(argv=None) -> int:
             versus = (f"; x{r['train'] / eager['train']:.2f} train, x{r['eval'] / eager['eval']:.2f} eval vs eager"
                       if eager else "")
             log(f"{model_name:<16} train {r['train']:.0f} img/s, eval {r['eval']:.0f} img/s{versus} "
-                f"({time.time() - began:.0f} s with compilation)", sink)
-            torch.cuda.empty_cache() if device.type == "cuda" else None
+                f"({time.time() - began:.0f} s with compilation; timed over full batches: training's last, "
+                f"partial batch compiles once more per run)", sink)
+            found["compiled"][f"{model_name} {mode}"] = r
+            torch._dynamo.reset()  # drop this model's compiled code and CUDA graphs before the next
+            free_device_memory(device)
+        save()
 
     if args.concurrent > 1:
         log(f"\n## 1c. {args.concurrent} trainings at once on this device (one process each, eager)", sink)
         np.savez(work / "mixed.npz", x=mixed_x, y=mixed_y)
+        free_device_memory(device)
         for model_name in args.concurrent_models:
+            if seconds_left() < 120:
+                log(f"{model_name}: skipped, {seconds_left():.0f} s of the budget left", sink)
+                continue
             began = time.time()
-            try:
+            try:  # 3x the steps: several processes must overlap for most of the timed window
                 together = concurrent_train_rate(model_name, args.concurrent, work / "mixed.npz", args.size,
-                                                 args.batch, args.steps)
+                                                 args.batch, 3 * args.steps)
             except Exception as error:
                 log(f"{model_name}: {args.concurrent} at once failed: {type(error).__name__}: {error}", sink)
                 continue
             alone = rates.get(model_name)
             versus = f" = x{together / alone['train']:.2f} one training's rate" if alone else ""
             log(f"{model_name:<16} {together:.0f} train img/s in all{versus} ({time.time() - began:.0f} s)", sink)
+            found["concurrent"][f"{model_name} x{args.concurrent}"] = together
+        save()
 
     log("\n## 2. Estimated wall time of the paper grid (48 variants x 100 epochs)", sink)
     total = 0.0
@@ -192,9 +219,12 @@ def main(argv=None) -> int:
     position = {r["sample_id"]: i for i, r in enumerate(rows)}
     train_idx = np.array([position[s] for s in split["train"]])
     val_idx = np.array([position[s] for s in split["val"]])
-    results = {}
+    results = found["results"]
     for model_name in args.train:
-        r = rates[model_name]
+        r = rates.get(model_name)
+        if r is None:
+            log(f"{model_name}: not in --models, so no rate to plan its epochs by; skipped", sink)
+            continue
         per_epoch = len(train_idx) / r["train"] + len(val_idx) / r["eval"]
         left = args.budget - (time.time() - start) - 20
         epochs = min(args.epochs, int(left / (per_epoch * 1.15 * (len(args.train) - len(results)))))
@@ -226,8 +256,7 @@ def main(argv=None) -> int:
         log(f"{model_name:<16}{'ours':>6}" + "".join(f"{m[k]:>10.6f}" for k in
                                                   ("accuracy", "f1", "precision", "recall", "loss")), sink)
         log(f"{'':<16}{'paper':>6}" + "".join(f"{v:>10.6f}" for v in paper), sink)
-    (args.out / "gpu_check.json").write_text(json.dumps({"device": name, "rates": rates, "results": results},
-                                                        indent=1))
+    save()
     log(f"\ntotal {time.time() - start:.0f} s", sink)
     return 0
 

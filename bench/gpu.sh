@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The one-command GPU check (finishes within 8 minutes on one H100/H200):
+# The one-command GPU check (within 8 minutes on one H100/H200; gpu.py skips its
+# optional sections when its --budget runs low):
 #   bash bench/gpu.sh [BR35H_FOLDER] [extra bench/gpu.py options]
 # Needs CUDA torch, torchvision, efficientnet-pytorch and this project importable
 # (pip install -e . or PYTHONPATH=src). Writes gpu_check.txt/.json to $OUT or ".".

@@ -49,7 +49,8 @@ def load_images(data: Path, size: int, count: int) -> tuple[np.ndarray, np.ndarr
 
 def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: int, batch: int,
                  device: torch.device, steps: int, warmup: int, eval_batch: int, precision: str = "auto",
-                 compile_mode: bool | str = False, barrier=None, evaluate: bool = True) -> dict:
+                 compile_mode: bool | str = False, barrier=None, evaluate: bool = True,
+                 depthwise_fp32: bool = True) -> dict:
     """Train (and eval) images/s of our loop. With a barrier, the timed training waits for the other
     processes holding it, so several can be timed running at once; train_window holds its wall-clock span."""
     torch.manual_seed(0)
@@ -57,7 +58,7 @@ def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: 
     cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, step_size=30, gamma=0.1, seed=0, device=device.type,
                       compile=False, rotation=20, hflip=0.5, vflip=0.5, mean=[0.485, 0.456, 0.406],
                       std=[0.229, 0.224, 0.225], eval_batch_size=eval_batch, precision=precision)
-    model = prepare_model(model, device, precision)
+    model = prepare_model(model, device, precision, depthwise_fp32)
     trained = compiled(model, compile_mode)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator(device=device).manual_seed(0)
@@ -169,6 +170,8 @@ def main(argv=None) -> int:
                         help="our loop's train.precision (auto: bf16 where the hardware has it)")
     parser.add_argument("--compile", default="false", choices=["false", "true", *COMPILE_MODES],
                         help="our loop's train.compile (torch.compile the model; compilation is not timed)")
+    parser.add_argument("--depthwise-bf16", action="store_true",
+                        help="keep depthwise convolutions in bf16 on a CPU too (plain autocast, for comparison)")
     args = parser.parse_args(argv)
     compile_mode = {"false": False, "true": True}.get(args.compile, args.compile)
 
@@ -183,7 +186,7 @@ def main(argv=None) -> int:
     if len(images) < (steps + warmup) * args.batch:
         sys.exit(f"{args.data} has only {len(images)} images; lower --steps or --batch")
     ours = measure_ours(args.model, images, labels, args.size, args.batch, device, steps, warmup, args.eval_batch,
-                        args.precision, compile_mode)
+                        args.precision, compile_mode, depthwise_fp32=not args.depthwise_bf16)
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {cores} cores, {torch.get_num_threads()} threads"
     print(f"{args.model} {args.size}px batch {args.batch} on {name}; {steps} timed steps after {warmup} warm-up; "
           f"ours: precision {args.precision} = {resolved_precision(args.precision, device)}, compile {args.compile}; "

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from tumorbench.augment import (affine_grid, augment_batch, border_for_rotation, flip, normalize, rotate_and_flip, rotate_and_flip_nearest,
+from tumorbench.augment import (affine_grid, augment_batch, border_for_rotation, flip, source_pixels, normalize, rotate_and_flip, rotate_and_flip_nearest,
                                 rotation_flip_matrices, to_float)
 
 
@@ -220,6 +220,10 @@ def test_nearest_rotation_stays_inside_its_border_at_every_angle_up_to_the_maxim
     flip_v = torch.rand(12, generator=g) < 0.5
     ours = rotate_and_flip_nearest(x, angles, flip_h, flip_v, max_degrees=max_degrees)
     theta = rotation_flip_matrices(angles, flip_h, flip_v, height, width)
+    pad = border_for_rotation(max_degrees, height, width)
+    row, col = source_pixels(theta, height, width, pad)
+    assert 0 <= row.min() and row.max() < height + 2 * pad  # every read lies inside the bordered image
+    assert 0 <= col.min() and col.max() < width + 2 * pad
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     reference = F.grid_sample(x.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
     assert tie_tolerant_mismatches(ours, reference, theta) == 0
@@ -234,3 +238,10 @@ def test_border_is_as_narrow_as_the_turn_allows():
     assert border_for_rotation(20, 128, 128) == math.ceil(64 * (math.cos(math.radians(20)) + math.sin(math.radians(20)) - 1)) + 2
     # from 45 degrees on the corner's full reach, half the diagonal
     assert border_for_rotation(45, 128, 128) == border_for_rotation(180, 128, 128) == math.ceil(64 * math.sqrt(2) - 64) + 2
+
+
+def test_nearest_rotation_refuses_angles_beyond_its_border():
+    x = torch.zeros(2, 3, 16, 16, dtype=torch.uint8)
+    no_flip = torch.tensor([False, False])
+    with pytest.raises(ValueError, match="max_degrees=5"):
+        rotate_and_flip_nearest(x, torch.tensor([3.0, -30.0]), no_flip, no_flip, max_degrees=5)

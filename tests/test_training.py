@@ -8,7 +8,7 @@ from torch import nn
 
 from tumorbench.fileio import md5_file
 from tumorbench.models import build_model
-from tumorbench.training import TrainConfig, fit, make_optimizer, prepare_model, resolved_precision
+from tumorbench.training import TrainConfig, compiled, fit, make_optimizer, prepare_model, resolved_precision
 
 
 def config(**overrides) -> TrainConfig:
@@ -169,3 +169,25 @@ def test_compiled_training_saves_plain_state_dicts(tmp_path):
     state = torch.load(tmp_path / "c.pt", weights_only=True)["model"]
     assert not any("_orig_mod" in key for key in state)  # loadable into the uncompiled model
     model.load_state_dict(state)
+
+
+def test_compile_setting_reaches_torch_compile_as_its_mode(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch, "compile", lambda model, mode=None: calls.append(mode) or ("compiled", model))
+    model = nn.Linear(2, 2)
+    assert compiled(model, False) is model
+    assert compiled(model, True) == ("compiled", model)
+    assert compiled(model, "reduce-overhead") == ("compiled", model)
+    assert calls == [None, "reduce-overhead"]
+
+
+def test_resume_state_from_another_precision_is_ignored(tmp_path, capsys):
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", 2, "scratch", 32)
+    x, y = blobs(48, seed=1)
+    common = dict(checkpoint_path=tmp_path / "p.pt", live_dir=None, fingerprint="same-inputs", checkpoint_meta={},
+                  resume_dir=tmp_path / "resume", progress=False)
+    fit(model, x, y, x, y, config(epochs=2, precision="fp32"), stop_after=1, **common)
+    result = fit(model, x, y, x, y, config(epochs=2, precision="bf16"), **common)
+    assert "ignoring" in capsys.readouterr().out
+    assert [r["epoch"] for r in result["history"]] == [0, 1]

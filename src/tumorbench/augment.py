@@ -125,26 +125,37 @@ def border_for_rotation(max_degrees: float, height: int, width: int) -> int:
 
 def rotate_and_flip_nearest(x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Tensor,
                             flip_v: torch.Tensor, max_degrees: float = 180.0) -> torch.Tensor:
-    """As rotate_and_flip, but nearest-neighbour (grid_sample(mode="nearest")'s positions, up to
+    """As rotate_and_flip, but nearest-neighbour (grid_sample(mode="nearest")'s pixels, up to
     float rounding at exact half-pixel ties), done as one gather of source pixels, so it works on
     uint8 batches and is several times faster on a CPU. Every |angle| must be <= max_degrees: the
-    images get a zero border just wide enough for that turn, so no position needs a bounds check."""
+    images get a zero border just wide enough for that turn, so no position needs a bounds check
+    (checked on a CPU; on a GPU the check would wait for the device, and a larger angle fails
+    there with an out-of-bounds index)."""
     b, c, h, w = x.shape
+    if x.device.type == "cpu" and b and float(angles_deg.abs().max()) > max_degrees:
+        raise ValueError(f"angles up to {float(angles_deg.abs().max()):.2f} degrees, but max_degrees={max_degrees}")
     pad = border_for_rotation(max_degrees, h, w)
     theta = rotation_flip_matrices(angles_deg, flip_h, flip_v, h, w).to(torch.float32)
-    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=x.device)
-    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=x.device)
+    row, col = source_pixels(theta, h, w, pad)
+    index = row.mul_(w + 2 * pad).add_(col).long().view(b, 1, h * w)
+    source = F.pad(x, (pad, pad, pad, pad)).reshape(b, c, -1)
+    out = source.gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
+    return out.contiguous(memory_format=memory_format_of(x))
+
+
+def source_pixels(theta: torch.Tensor, height: int, width: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(row, col), each (B, H, W) whole numbers as floats: the pixel of the image framed by a `pad`
+    border that each output pixel reads, for F.affine_grid's theta (B, 2, 3)."""
+    h, w = height, width
+    xs = torch.linspace(-1 + 1 / w, 1 - 1 / w, w, device=theta.device)
+    ys = torch.linspace(-1 + 1 / h, 1 - 1 / h, h, device=theta.device)
     # grid_sample's pixel position ((u + 1) * size - 1) / 2 of the source point u = theta @ (x, y, 1),
-    # as a part along x (B, 1, W) plus a part along y (B, H, 1), in the bordered image's pixels
+    # as a part along x (B, 1, W) plus a part along y (B, H, 1), shifted by the border
     col = (theta[:, 0, 0, None] * xs * (w / 2))[:, None, :] + (
         (theta[:, 0, 1, None] * ys + theta[:, 0, 2, None] + 1) * (w / 2) - 0.5 + pad)[:, :, None]
     row = (theta[:, 1, 0, None] * xs * (h / 2))[:, None, :] + (
         (theta[:, 1, 1, None] * ys + theta[:, 1, 2, None] + 1) * (h / 2) - 0.5 + pad)[:, :, None]
-    width_padded = w + 2 * pad
-    index = row.round_().mul_(width_padded).add_(col.round_()).long().view(b, 1, h * w)
-    source = F.pad(x, (pad, pad, pad, pad)).reshape(b, c, -1)
-    out = source.gather(2, index.expand(b, c, h * w)).view(b, c, h, w)
-    return out.contiguous(memory_format=memory_format_of(x))
+    return row.round_(), col.round_()
 
 
 def normalize(x: torch.Tensor, mean, std) -> torch.Tensor:

@@ -104,21 +104,26 @@ def autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def prepare_model(model: torch.nn.Module, device: torch.device, precision: str) -> torch.nn.Module:
-    """The model on the device, channels_last; on a CPU in bf16, depthwise convolutions train in fp32."""
+def prepare_model(model: torch.nn.Module, device: torch.device, precision: str,
+                  depthwise_fp32: bool = True) -> torch.nn.Module:
+    """The model on the device, channels_last; on a CPU in bf16, depthwise convolutions train in fp32
+    (depthwise_fp32=False turns that off, for benchmarks)."""
     model = model.to(device).to(memory_format=torch.channels_last)
-    if device.type == "cpu" and use_bf16(precision, device):
+    if depthwise_fp32 and device.type == "cpu" and use_bf16(precision, device):
         train_depthwise_convs_in_fp32(model)
     return model
 
 
 def train_depthwise_convs_in_fp32(model: torch.nn.Module) -> None:
     """oneDNN's bf16 backward of depthwise convolutions is slow: under CPU bf16 autocast
-    EfficientNet-B0 trained 1.9x slower than in fp32 (64 px, docs/PERFORMANCE.md). These layers
-    (EfficientNet's only) run in fp32 while gradients are recorded; inference keeps them in bf16,
-    where they are fast. State dicts are unchanged: only the modules' forward is wrapped."""
+    EfficientNet-B0 (64 px) trained at 101 images/s against 152 in fp32 (docs/PERFORMANCE.md).
+    These layers (EfficientNet's only) run in fp32 while gradients are recorded; inference keeps
+    them in bf16, where they are fast. State dicts are unchanged: only the modules' forward is
+    wrapped, per instance, so such a model can be deep-copied but not pickled whole (we save
+    state dicts only).
+    """
     for module in model.modules():
-        if isinstance(module, torch.nn.Conv2d) and module.groups == module.in_channels > 1:
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels > 1 and module.groups == module.in_channels:
             module.forward = MethodType(_fp32_forward_when_training, module)
 
 
@@ -269,6 +274,8 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
     y_val = torch.from_numpy(val_labels).to(device)
 
     compute = {"device": device.type, "precision": resolved_precision(cfg.precision, device)}
+    # a resume state from other hardware (another device or precision) is not continued
+    fingerprint = f"{fingerprint} on {compute['device']} in {compute['precision']}"
     optimizer, scheduler = make_optimizer(model, cfg)
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     start_epoch, best_loss, best_epoch, history = 0, float("inf"), -1, []
