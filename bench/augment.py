@@ -29,23 +29,22 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from tumorbench.augment import augment_batch, to_float
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from throughput import load_images as load_br35h  # noqa: E402
+
+from tumorbench.augment import augment_batch, to_float  # noqa: E402
 
 BR35H = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 
 
 def load_images(folder: Path, n: int, size: int) -> tuple[np.ndarray, str]:
-    """(n, 3, size, size) uint8 images (half yes/, half no/ of a Br35H folder) and where they came from."""
-    files = sorted(folder.glob("yes/*.jpg"))[: n // 2] + sorted(folder.glob("no/*.jpg"))[: n - n // 2]
-    if len(files) < n:
+    """(n, 3, size, size) uint8 images of a Br35H folder, decoded as the prepare stage does, and where
+    they came from; generated noise when there is no such folder."""
+    if not (folder / "yes").is_dir():
         rng = np.random.default_rng(0)
         return rng.integers(0, 256, (n, 3, size, size), dtype=np.uint8), "generated noise (no Br35H found)"
-    images = np.empty((n, 3, size, size), dtype=np.uint8)
-    for i, file in enumerate(files):
-        with Image.open(file) as image:
-            image = image.convert("RGB").resize((size, size), Image.BILINEAR)
-            images[i] = np.asarray(image).transpose(2, 0, 1)
-    return images, f"{n} Br35H images from {folder}"
+    images, _, _ = load_br35h(folder, size, n)
+    return images, f"{len(images)} Br35H images from {folder}"
 
 
 def paired_seconds(first, second, repeats: int, sync) -> tuple[list[float], list[float]]:

@@ -79,27 +79,25 @@ def configure_runtime(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+@lru_cache(maxsize=None)
 def native_bf16(device: torch.device) -> bool:
-    """Whether the device computes bf16 in hardware: CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX."""
+    """Whether the device computes bf16 in hardware: CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX.
+    Cached: autocast asks once per training step."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     capabilities = torch.cpu.get_capabilities()
     return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
-def use_bf16(precision: str, device: torch.device) -> bool:
-    """auto: bf16 autocast where the hardware has bf16 arithmetic, fp32 elsewhere."""
-    if precision == "auto":
-        return native_bf16(device)
-    return precision == "bf16"
-
-
 def resolved_precision(precision: str, device: torch.device) -> str:
-    return "bf16" if use_bf16(precision, device) else "fp32"
+    """train.precision on this device: auto is bf16 where the hardware has bf16 arithmetic, else fp32."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def autocast(device: torch.device, precision: str):
-    if use_bf16(precision, device):
+    if resolved_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
@@ -109,7 +107,7 @@ def prepare_model(model: torch.nn.Module, device: torch.device, precision: str,
     """The model on the device, channels_last; on a CPU in bf16, depthwise convolutions train in fp32
     (depthwise_fp32=False turns that off, for benchmarks)."""
     model = model.to(device).to(memory_format=torch.channels_last)
-    if depthwise_fp32 and device.type == "cpu" and use_bf16(precision, device):
+    if depthwise_fp32 and device.type == "cpu" and resolved_precision(precision, device) == "bf16":
         train_depthwise_convs_in_fp32(model)
     return model
 
