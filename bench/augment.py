@@ -8,7 +8,8 @@ per image (RandomRotation, RandomHorizontalFlip, RandomVerticalFlip, ToTensor
 on a PIL image; RandomRotation's default interpolation is nearest); ours is
 the training loop's path: augment_batch on the uint8 batch (nearest, as
 torchvision), then to_float. --interpolation bilinear measures the bilinear
-variant (to_float first, then grid_sample).
+variant (to_float first, then grid_sample). Both run in one process under the
+training loop's runtime settings (tumorbench.training.configure_runtime).
 
     .venv/bin/python bench/augment.py [--size 128] [--n 512] [--batch-size 32] [--device cpu|cuda]
 
@@ -18,7 +19,6 @@ The last line is `ratio ours/naive augment: X.XX`.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import load_images as load_br35h  # noqa: E402
 
 from tumorbench.augment import augment_batch, to_float  # noqa: E402
+from tumorbench.training import configure_runtime  # noqa: E402
 
 BR35H = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 
@@ -72,8 +73,8 @@ def main(argv=None) -> None:
     parser.add_argument("--interpolation", default="nearest", choices=["nearest", "bilinear"])
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(len(os.sched_getaffinity(0)))
     device = torch.device(args.device)
+    configure_runtime(device)  # as training does: threads, and on a CPU malloc keeps freed memory
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     images, origin = load_images(args.data, args.n, args.size)
     print(f"{origin}, {args.size} px, {torch.get_num_threads()} threads, device {device}", file=sys.stderr)
