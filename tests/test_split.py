@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from tumorbench import fileio
+from tumorbench.data import load_split_data
 from tumorbench.prepare import index_csv_text
 from tumorbench.readers import read_samples
 from tumorbench.splits import SplitError, make_split, write_split
@@ -69,6 +70,24 @@ def test_split_is_byte_identical_and_depends_on_seed(tmp_path):
     other = make_split(index, images, 0.3, 6, "none")
     assert other["val"] != json.loads((tmp_path / "one.json").read_text())["val"]
     assert other["counts"] == json.loads((tmp_path / "one.json").read_text())["counts"]
+
+
+def test_split_data_holds_the_rows_the_split_names_and_reads_each_part_only_when_asked(tmp_path):
+    rows = unbalanced_rows()
+    index, images_path = write_prepared(tmp_path / "data" / "prepared" / "toy", rows)
+    images = np.arange(len(rows), dtype=np.uint8)[:, None, None, None] * np.ones((1, 3, 2, 2), np.uint8)
+    fileio.atomic_save_npy(images_path, images)  # image i is filled with the value i
+    split = make_split(index, images_path, val_fraction=0.3, seed=1, group_by="none")
+    write_split(split, tmp_path / "data" / "splits" / "toy.json")
+    order = [r["sample_id"] for r in rows]
+
+    data = load_split_data("toy", root=tmp_path)
+    assert [order[i] for i in data.val_images[:, 0, 0, 0]] == split["val"] == data.val_ids
+    assert list(data.val_labels) == [rows[order.index(s)]["label"] for s in split["val"]]
+    assert "train_images" not in vars(data)  # evaluation, which reads only val, never loaded these
+    assert [order[i] for i in data.train_images[:, 0, 0, 0]] == split["train"]
+    assert list(data.train_labels) == [rows[order.index(s)]["label"] for s in split["train"]]
+    assert data.class_names == ["a", "b", "c"]
 
 
 def test_split_by_patient_on_real_figshare(figshare_prepared):

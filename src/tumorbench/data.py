@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,30 @@ SPLITS = Path("data/splits")
 
 @dataclass
 class SplitData:
-    train_images: np.ndarray  # uint8 (N, 3, S, S)
-    train_labels: np.ndarray  # int64 (N,)
-    val_images: np.ndarray
-    val_labels: np.ndarray
+    """A dataset's prepared images with its split. The images stay memory-mapped; a part is read
+    from disk the first time it is asked for, so evaluation never reads the training images."""
+    images: np.ndarray  # uint8 (N, 3, S, S), memory-mapped
+    labels: np.ndarray  # int64 (N,)
+    train_index: np.ndarray  # rows of images
+    val_index: np.ndarray
     val_ids: list[str]
     class_names: list[str]
+
+    @cached_property
+    def train_images(self) -> np.ndarray:
+        return np.ascontiguousarray(self.images[self.train_index])
+
+    @cached_property
+    def val_images(self) -> np.ndarray:
+        return np.ascontiguousarray(self.images[self.val_index])
+
+    @property
+    def train_labels(self) -> np.ndarray:
+        return self.labels[self.train_index]
+
+    @property
+    def val_labels(self) -> np.ndarray:
+        return self.labels[self.val_index]
 
 
 def read_index(path: Path) -> list[dict]:
@@ -60,8 +79,5 @@ def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:
     labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
     train = np.array([position[s] for s in split["train"]], dtype=np.int64)
     val = np.array([position[s] for s in split["val"]], dtype=np.int64)
-    return SplitData(
-        train_images=np.ascontiguousarray(images[train]), train_labels=labels[train],
-        val_images=np.ascontiguousarray(images[val]), val_labels=labels[val],
-        val_ids=list(split["val"]), class_names=class_names_of(rows),
-    )
+    return SplitData(images=images, labels=labels, train_index=train, val_index=val,
+                     val_ids=list(split["val"]), class_names=class_names_of(rows))
