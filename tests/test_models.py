@@ -164,11 +164,15 @@ def test_download_with_wrong_hash_is_refused(tmp_path):
     assert not target.exists()
 
 
-def test_swish_replaced_by_silu_gives_the_same_outputs(empty_torch_home):
+def test_silu_and_folded_padding_give_the_package_models_outputs_and_gradients(empty_torch_home):
     torch.manual_seed(0)
     model, _ = build_model("efficientnet-b0", 3, "scratch", SIZE)
     kinds = {type(m) for m in model.modules()}
     assert nn.SiLU in kinds and effnet_utils.MemoryEfficientSwish not in kinds
+    pads = [m.static_padding.padding for m in model.modules() if isinstance(m, effnet_utils.Conv2dStaticSamePadding)
+            and isinstance(m.static_padding, nn.ZeroPad2d)]
+    assert pads and all(left != right or top != bottom for left, right, top, bottom in pads)  # asymmetric ones stay
+    assert sum(m.padding != (0, 0) for m in model.modules() if isinstance(m, nn.Conv2d)) >= 10  # folded into convs
     reference = EfficientNet.from_name("efficientnet-b0", num_classes=3, image_size=SIZE)  # memory-efficient swish
     assert effnet_utils.MemoryEfficientSwish in {type(m) for m in reference.modules()}
     reference.load_state_dict(model.state_dict())

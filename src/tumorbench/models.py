@@ -101,6 +101,21 @@ def use_silu(model: EfficientNet) -> None:
                 setattr(parent, child_name, nn.SiLU())
 
 
+def fold_symmetric_padding(model: EfficientNet) -> None:
+    """Let the convolution pad where TensorFlow's "same" padding is symmetric (every stride-1 layer).
+
+    efficientnet-pytorch copies each such layer's input into a zero-framed buffer (nn.ZeroPad2d) and
+    then convolves it unpadded; the convolution's own zero padding gives the same output without the
+    copy, or its backward. The asymmetric pads of stride-2 layers stay. No parameter changes.
+    """
+    for module in model.modules():
+        if isinstance(module, effnet_utils.Conv2dStaticSamePadding) and isinstance(module.static_padding, nn.ZeroPad2d):
+            left, right, top, bottom = module.static_padding.padding
+            if left == right and top == bottom:
+                module.padding = (top, left)
+                module.static_padding = nn.Identity()
+
+
 def build_torchvision(name: str, num_classes: int, init: str, load_weights: bool, download: bool):
     builder, weights = TORCHVISION_MODELS[name]
     options = {}
@@ -134,6 +149,7 @@ def build_efficientnet(name: str, num_classes: int, init: str, image_size: int, 
     else:
         model = EfficientNet.from_name(name, num_classes=num_classes, image_size=image_size)
     use_silu(model)
+    fold_symmetric_padding(model)
     return model, info
 
 
