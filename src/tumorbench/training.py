@@ -87,13 +87,14 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (mallo
 def keep_freed_memory() -> bool:
     """Let glibc's malloc keep freed memory for the next batch instead of handing it back to the OS.
 
-    PyTorch's CPU tensors come from malloc. By default glibc serves blocks of a few MB with mmap
-    and unmaps them when freed (or trims the heap), so each batch page-faults its activations and
-    buffers in afresh: ~500 faults per augmented batch of 32 at 128 px, about as long as the
-    augmentation itself on this project's 2-core VM (docs/PERFORMANCE.md). Blocks up to 32 MiB
-    (glibc's largest threshold) now come from the heap, which is not trimmed below 1 GiB of free
-    space, so the memory is reused; the process keeps its peak size. Without glibc (macOS, musl)
-    nothing changes. Returns whether the settings were applied.
+    PyTorch's CPU tensors come from malloc. glibc serves blocks of a few MB with mmap and unmaps
+    them when freed, or trims the heap; it raises its threshold as it goes, but on this project's
+    2-core VM batches still page-faulted their buffers in afresh, ~500 faults per augmented batch
+    of 32 at 128 px, as long as the augmentation itself (docs/PERFORMANCE.md). Blocks up to 32 MiB
+    (glibc's largest threshold; larger ones, such as a 224 px ResNet batch's first activations,
+    are still mapped) now come from the heap, which is not trimmed below 1 GiB of free space, so
+    the memory is reused; the process keeps its peak size. Without glibc nothing changes.
+    Returns whether the settings were applied.
     """
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     if mallopt is None:
