@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import measure_naive, measure_ours  # noqa: E402
+from throughput import compile_setting, measure_naive, measure_ours  # noqa: E402
 
 from tumorbench.data import read_index  # noqa: E402
 from tumorbench.metrics import dataset_metrics  # noqa: E402
@@ -169,7 +169,7 @@ def main(argv=None) -> int:
             began = time.time()
             try:
                 r = measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device, args.steps, 5, 256,
-                                 compile_mode=True if mode == "true" else mode)
+                                 compile_mode=compile_setting(mode))
             except Exception as error:  # a mode that fails here must not cost the rest of the check
                 log(f"{model_name}: compile {mode} failed: {type(error).__name__}: {str(error)[:300]}", sink)
                 continue

@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from tumorbench.models import build_model, model_flops
 from tumorbench.readers import decode_image, read_samples
 from tumorbench.params import COMPILE_MODES
-from tumorbench.training import (TrainConfig, compiled, configure_runtime, pick_device, predict, prepare_model,
-                                 resolved_precision, train_one_epoch)
+from tumorbench.training import (TrainConfig, compiled, configure_runtime, make_optimizer, pick_device, predict,
+                                 prepare_model, resolved_precision, train_one_epoch)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 
@@ -47,6 +47,11 @@ def load_images(data: Path, size: int, count: int) -> tuple[np.ndarray, np.ndarr
     return images, np.array([r["label"] for r in chosen], dtype=np.int64), [r["source_path"] for r in chosen]
 
 
+def compile_setting(text: str) -> bool | str:
+    """A command-line train.compile ("false", "true" or a torch.compile mode) as params.yaml holds it."""
+    return {"false": False, "true": True}.get(text, text)
+
+
 def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: int, batch: int,
                  device: torch.device, steps: int, warmup: int, eval_batch: int, precision: str = "auto",
                  compile_mode: bool | str = False, barrier=None, evaluate: bool = True,
@@ -60,7 +65,7 @@ def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: 
                       std=[0.229, 0.224, 0.225], eval_batch_size=eval_batch, precision=precision)
     model = prepare_model(model, device, precision, depthwise_fp32)
     trained = compiled(model, compile_mode)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer, _ = make_optimizer(model, cfg)  # as training builds it (fused Adam on CUDA)
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.from_numpy(images).to(device)
     y = torch.from_numpy(labels).to(device)
@@ -173,7 +178,7 @@ def main(argv=None) -> int:
     parser.add_argument("--depthwise-bf16", action="store_true",
                         help="keep depthwise convolutions in bf16 on a CPU too (plain autocast, for comparison)")
     args = parser.parse_args(argv)
-    compile_mode = {"false": False, "true": True}.get(args.compile, args.compile)
+    compile_mode = compile_setting(args.compile)
 
     device = pick_device(args.device)
     configure_runtime(device)

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from tumorbench.augment import (affine_grid, augment_batch, border_for_rotation, flip, source_pixels, normalize, rotate_and_flip, rotate_and_flip_nearest,
-                                rotation_flip_matrices, to_float)
+from tumorbench.augment import (affine_grid, augment_batch, border_for_rotation, flip, normalize, rotate_and_flip,
+                                rotate_and_flip_nearest, rotation_flip_matrices, source_pixels, to_float)
 
 
 def images(b=4, c=3, h=16, w=16, seed=0):
