@@ -2,6 +2,7 @@
 
 import json
 
+from tumorbench.errors import run_stage
 from tumorbench.params import load_params
 from tumorbench.report import aggregate
 
@@ -13,4 +14,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -4,27 +4,21 @@ import sys
 from pathlib import Path
 
 from tumorbench import DATASETS
-from tumorbench.download import DownloadError, download
-from tumorbench.params import ParamsError, load_params
+from tumorbench.download import download
+from tumorbench.errors import run_stage
+from tumorbench.params import load_params
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) != 1 or argv[0] not in DATASETS:
-        print(f"usage: python stages/download.py {{{'|'.join(DATASETS)}}}", file=sys.stderr)
-        return 2
-    dataset = argv[0]
-    try:
-        params = load_params()
-        manifest = download(dataset, params["data"][dataset], params["data"]["synthetic"],
-                            out_dir=Path("data/raw") / dataset, cache_dir=Path(".cache/downloads"))
-    except (DownloadError, ParamsError) as error:
-        print(f"download@{dataset}: {error}", file=sys.stderr)
-        return 1
+def main(dataset: str) -> None:
+    params = load_params()
+    manifest = download(dataset, params["data"][dataset], params["data"]["synthetic"],
+                        out_dir=Path("data/raw") / dataset, cache_dir=Path(".cache/downloads"))
     files = manifest["files"]
     print(f"download@{dataset}: {manifest['source']}: {len(files)} files, "
           f"{sum(f['size'] for f in files)} bytes, archive sha256 {manifest['archive_sha256'] or '-'}")
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    if len(sys.argv) != 2 or sys.argv[1] not in DATASETS:
+        sys.exit(f"usage: python stages/download.py <dataset>, dataset one of {list(DATASETS)}")
+    run_stage(main)

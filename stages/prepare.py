@@ -8,20 +8,17 @@ import time
 from pathlib import Path
 
 from tumorbench import DATASETS
+from tumorbench.errors import run_stage
 from tumorbench.params import load_params
-from tumorbench.prepare import PrepareError, prepare
-from tumorbench.readers import ReaderError
+from tumorbench.prepare import prepare
 
 
 def main(dataset: str) -> None:
     params = load_params()
     start = time.time()
-    try:
-        report = prepare(Path("data/raw") / dataset, Path("data/prepared") / dataset,
-                         image_size=params["data"]["image_size"], max_unreadable=params["data"]["max_unreadable"],
-                         dataset_name=dataset)
-    except (PrepareError, ReaderError) as error:
-        sys.exit(f"prepare@{dataset} failed: {error}")
+    report = prepare(Path("data/raw") / dataset, Path("data/prepared") / dataset,
+                     image_size=params["data"]["image_size"], max_unreadable=params["data"]["max_unreadable"],
+                     dataset_name=dataset)
     counts = ", ".join(f"{name} {n}" for name, n in report["counts"].items())
     print(f"prepare@{dataset}: {report['n_samples']} samples ({counts}) via the {report['reader']} reader, "
           f"{report['n_patients']} patients, {len(report['unreadable'])} unreadable, "
@@ -34,4 +31,4 @@ def main(dataset: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in DATASETS:
         sys.exit(f"usage: python stages/prepare.py <dataset>, dataset one of {list(DATASETS)}")
-    main(sys.argv[1])
+    run_stage(main)

@@ -7,20 +7,18 @@ import sys
 from pathlib import Path
 
 from tumorbench import DATASETS
+from tumorbench.errors import run_stage
 from tumorbench.params import load_params
-from tumorbench.splits import SplitError, make_split, write_split
+from tumorbench.splits import make_split, write_split
 
 
 def main(dataset: str) -> None:
     params = load_params()
     prepared = Path("data/prepared") / dataset
     out = Path("data/splits") / f"{dataset}.json"
-    try:
-        split = make_split(prepared / "index.csv", prepared / "images.npy", dataset=dataset,
-                           val_fraction=params["split"]["val_fraction"], seed=params["split"]["seed"],
-                           group_by=params["split"]["group_by"])
-    except SplitError as error:
-        sys.exit(f"split@{dataset} failed: {error}")
+    split = make_split(prepared / "index.csv", prepared / "images.npy", dataset=dataset,
+                       val_fraction=params["split"]["val_fraction"], seed=params["split"]["seed"],
+                       group_by=params["split"]["group_by"])
     write_split(split, out)
     for side in ("train", "val"):
         counts = ", ".join(f"{name} {n}" for name, n in split["counts"][side].items())
@@ -31,4 +29,4 @@ def main(dataset: str) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2 or sys.argv[1] not in DATASETS:
         sys.exit(f"usage: python stages/split.py <dataset>, dataset one of {list(DATASETS)}")
-    main(sys.argv[1])
+    run_stage(main)

@@ -1,16 +1,16 @@
 """train@<dataset>-<model>-<init>: python stages/train.py <dataset> <model> <init>"""
 
-import sys
 import time
 
 import torch
 
 from tumorbench.data import load_split_data
+from tumorbench.errors import run_stage
+from tumorbench.fileio import sha256_bytes
 from tumorbench.models import build_model
 from tumorbench.params import load_params
 from tumorbench.training import TrainConfig, fit
 from tumorbench.variants import Variant, input_hashes, train_params_hash
-from tumorbench.fileio import sha256_bytes
 
 
 def main(dataset: str, model_name: str, init: str) -> None:
@@ -36,4 +36,4 @@ def main(dataset: str, model_name: str, init: str) -> None:
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    run_stage(main)

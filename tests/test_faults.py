@@ -376,3 +376,34 @@ def test_invalid_params_fail_before_any_work_naming_the_key(tmp_path, override, 
     assert f"params.yaml: {key} = " in message and "is invalid; allowed:" in message
     assert "Traceback" not in message
     assert not (project / "data").exists() and not (project / "dvc.lock").exists()
+
+
+def test_a_stage_failing_after_dvc_removed_its_outputs_loses_nothing(reference, tmp_path):
+    # A param edited after a full run: DVC deletes the train stage's outputs, then the stage fails.
+    project = copy_project(reference["project"], tmp_path / "project")
+    set_params(project, train__precision="fp16")
+    result = dvc("repro", cwd=project, check=False)
+    assert result.returncode != 0
+    assert f"train@{VARIANT}: params.yaml: train.precision = 'fp16' is invalid" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (project / "models" / f"{VARIANT}.pt").exists()
+    # The last good outputs come back from the DVC cache, as docs/RELIABILITY.md says.
+    run(["git", "checkout", "params.yaml"], cwd=project)
+    dvc("checkout", cwd=project)
+    assert_recovered(project, reference)
+
+
+def test_every_stage_reports_a_user_error_in_one_line_naming_the_stage(tmp_path):
+    # A param changed after the data stages ran reaches the later stages first: each must print
+    # the message on one line under its dvc.yaml name, not a traceback that buries it.
+    project = make_project(tmp_path / "project", **{**FAULT, "train__precision": "fp16"})
+    for command, name in [("download.py br35h", "download@br35h"), ("prepare.py br35h", "prepare@br35h"),
+                          ("split.py br35h", "split@br35h"),
+                          ("train.py br35h resnet18 scratch", "train@br35h-resnet18-scratch"),
+                          ("evaluate.py br35h resnet18 scratch", "evaluate@br35h-resnet18-scratch"),
+                          ("aggregate.py", "aggregate")]:
+        result = run([sys.executable, f"stages/{command.split()[0]}", *command.split()[1:]], cwd=project, check=False)
+        assert result.returncode == 1, (command, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"{name}: params.yaml: train.precision = 'fp16' is invalid; allowed:"), \
+            (command, result.stderr)

@@ -114,7 +114,7 @@ def test_best_markers_and_mcnemar(report):
     assert float(b0["mcnemar_p"]) == pytest.approx(2 * 0.5 ** 8)
     assert b0["significant"] == "yes"
     markdown = (root / "reports" / "br35h-scratch.md").read_text()
-    assert "| ResNet18 | ours |" in markdown and "| EfficientNet-B7 | paper |" in markdown
+    assert "| ResNet-18 | ours |" in markdown and "| EfficientNet-B7 | paper |" in markdown
     assert "McNemar p vs our best" in markdown and "0.00781 (b=8, c=0)" in markdown
 
 
@@ -144,7 +144,7 @@ def test_readme_has_summary_tables_audit_and_noise(report):
     root, _, _ = report
     text = (root / "reports" / "README.md").read_text()
     assert text.index("## Summary") < text.index("## Table 1") < text.index("## Audit of the paper's metrics")
-    assert "our best ResNet18" in text and "paper's best EfficientNet-B7 (0.995833)" in text
+    assert "our best ResNet-18" in text and "paper's best EfficientNet-B7 (0.995833)" in text
     assert "0 of 1 other models are statistically indistinguishable" in text
     assert "**0 of 24** binary rows" in text
     assert "On 200 br35h validation images one image moves accuracy by 0.500 percentage points" in text

@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from sklearn.model_selection import train_test_split
 
 from tumorbench import fileio
 from tumorbench.data import load_split_data
 from tumorbench.prepare import index_csv_text
 from tumorbench.readers import read_samples
-from tumorbench.splits import SplitError, make_split, write_split
+from tumorbench.splits import SplitError, make_split, val_counts, write_split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,8 @@ def test_split_is_stratified_and_complete(tmp_path):
     split = make_split(index, images, val_fraction=0.3, seed=1, group_by="none")
     assert sorted(split["train"] + split["val"]) == sorted(r["sample_id"] for r in unbalanced_rows())
     assert not set(split["train"]) & set(split["val"])
-    assert split["counts"] == {"train": {"a": 26, "b": 16, "c": 8}, "val": {"a": 11, "b": 7, "c": 3}}
+    # scikit-learn's counts: ceil(71 * 0.3) = 22 for validation, training shared out by largest remainder
+    assert split["counts"] == {"train": {"a": 25, "b": 16, "c": 8}, "val": {"a": 12, "b": 7, "c": 3}}
     for name, n in zip("abc", (37, 23, 11)):
         assert abs(split["counts"]["val"][name] - n * 0.3) <= 1  # within one sample of the fraction
         assert sum(s.startswith(name + "/") for s in split["val"]) == split["counts"]["val"][name]
@@ -59,6 +61,23 @@ def test_split_is_stratified_and_complete(tmp_path):
     assert split["prepared_md5"] == {"images.npy": fileio.md5_file(images), "index.csv": fileio.md5_file(index)}
     order = [r["sample_id"] for r in unbalanced_rows()]
     assert split["val"] == sorted(split["val"], key=order.index)  # listed in index order
+
+
+def test_val_counts_are_scikit_learns_stratified_counts():
+    # figshare's classes: 1226 validation slices, as the paper's accuracies (multiples of 1/1226) imply
+    assert val_counts({0: 708, 1: 1426, 2: 930}, 0.4) == {0: 283, 1: 571, 2: 372}
+    assert val_counts({0: 1500, 1: 1500}, 0.4) == {0: 600, 1: 600}
+    rng = np.random.default_rng(0)
+    for trial in range(100):
+        sizes = rng.integers(3, 400, rng.integers(2, 5))
+        fraction = float(rng.choice([0.1, 0.25, 0.3, 0.4, 0.5]))
+        labels = np.repeat(np.arange(len(sizes)), sizes)
+        _, val = train_test_split(labels, test_size=fraction, stratify=labels, random_state=trial)
+        theirs = np.bincount(val, minlength=len(sizes))
+        ours = val_counts(dict(enumerate(sizes.tolist())), fraction)
+        assert sum(ours.values()) == len(val)
+        # equal, except where equal remainders tie: scikit-learn breaks those at random, we by label
+        assert all(abs(ours[label] - theirs[label]) <= 1 for label in ours), (sizes, fraction)
 
 
 def test_split_is_byte_identical_and_depends_on_seed(tmp_path):
@@ -154,8 +173,8 @@ def test_split_bad_inputs(tmp_path):
     with pytest.raises(SplitError, match="is missing"):
         make_split(tmp_path / "nowhere" / "index.csv", images, 0.3, 0, "none")
     index, images = write_prepared(tmp_path / "prepared" / "tiny", unbalanced_rows((1, 1)))
-    with pytest.raises(SplitError, match="val side empty"):
-        make_split(index, images, 0.3, 0, "none")
+    with pytest.raises(SplitError, match="train side empty"):
+        make_split(index, images, 0.6, 0, "none")  # ceil(2 * 0.6) = 2 validation samples of 2
 
 
 def test_split_stage_script(tmp_path):

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 from tqdm import tqdm
 
 from tumorbench import synthetic as synth
+from tumorbench.errors import UserError
 from tumorbench.fileio import atomic_directory, atomic_write_json, sha256_bytes, sha256_file
 
 CHUNK = 1 << 20
@@ -49,7 +50,7 @@ PART_NAME = "download.part"
 USER_AGENT = "tumorbench-download/0.1 (python urllib)"
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """A download, checksum or unpacking failure, with what to do about it."""
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from tumorbench.data import load_split_data
+from tumorbench.errors import UserError
 from tumorbench.fileio import atomic_write_json, atomic_write_text, md5_file
 from tumorbench.metrics import batch_mean_metrics, dataset_metrics, roc_auc_per_class, roc_points
 from tumorbench.models import build_model
@@ -19,7 +20,7 @@ from tumorbench.training import TrainConfig, configure_runtime, pick_device, pre
 from tumorbench.variants import Variant, input_hashes, train_params_hash
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, damaged or unsafe to load."""
 
 

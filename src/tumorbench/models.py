@@ -30,6 +30,7 @@ from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch import utils as effnet_utils
 from torch import nn
 
+from tumorbench.errors import UserError
 from tumorbench.fileio import md5_file
 from tumorbench.params import INITS, MODELS
 
@@ -42,7 +43,7 @@ TORCHVISION_MODELS = {
 }
 
 
-class PretrainedWeightsMissing(RuntimeError):
+class PretrainedWeightsMissing(UserError, RuntimeError):
     """An ImageNet weight file is not in the cache and could not be downloaded."""
 
 

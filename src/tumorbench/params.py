@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from tumorbench import DATASETS
+from tumorbench.errors import UserError
 
 MODELS = (
     "resnet50", "resnet18", "resnext50", "googlenet",
@@ -29,7 +30,7 @@ COMPILE_MODES = ("reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"
 INTERPOLATIONS = ("nearest", "bilinear")
 
 
-class ParamsError(ValueError):
+class ParamsError(UserError, ValueError):
     """An invalid value in params.yaml."""
 
 

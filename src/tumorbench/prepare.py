@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tumorbench import fileio
+from tumorbench.errors import UserError
 from tumorbench.readers import UnreadableImage, decode_image, error_text, mat_to_array, natural_key, read_samples
 
 INDEX_COLUMNS = ["sample_id", "label", "label_name", "patient_id", "source_path", "sha256"]
@@ -30,7 +31,7 @@ POOL_MIN_FILES = 300  # below this, starting worker processes costs more than it
 SHOWN_UNREADABLE = 10
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """The raw data cannot be prepared (too many unreadable files, an empty class)."""
 
 

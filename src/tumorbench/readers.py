@@ -41,6 +41,8 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from tumorbench.errors import UserError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MASK_FOLDER_NAMES = ("mask", "masks")
 FIGSHARE_CLASSES = ["meningioma", "glioma", "pituitary"]  # original codes 1, 2, 3
@@ -53,7 +55,7 @@ LAYOUTS_EXPECTED = (
 )
 
 
-class ReaderError(ValueError):
+class ReaderError(UserError, ValueError):
     """A raw tree no reader understands, or one that contradicts itself."""
 
 

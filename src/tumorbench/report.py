@@ -41,7 +41,7 @@ TABLES = {("br35h", "scratch"): 1, ("br35h", "imagenet"): 2,
 DATASET_TITLES = {"br35h": "Br35H (tumor yes/no)",
                   "figshare": "figshare (meningioma/glioma/pituitary)"}
 INIT_TITLES = {"scratch": "trained from scratch", "imagenet": "ImageNet-initialised"}
-MODEL_TITLES = {"resnet50": "ResNet-50", "resnet18": "ResNet18", "resnext50": "ResNext50",
+MODEL_TITLES = {"resnet50": "ResNet-50", "resnet18": "ResNet-18", "resnext50": "ResNeXt-50 (32x4d)",
                 "googlenet": "GoogLeNet",
                 **{f"efficientnet-b{i}": f"EfficientNet-B{i}" for i in range(8)}}
 METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1-Score", "precision": "Precision",

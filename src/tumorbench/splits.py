@@ -1,10 +1,12 @@
 """Split a prepared dataset into train and validation: the split stage.
 
-Stratified by class: within each class, a numpy default_rng(seed) shuffle
-picks round(n_c * val_fraction) samples for validation, so each class's share
-is within one sample of the requested fraction. With group_by "patient",
-whole patients are assigned instead (no patient on both sides), class by
-class, greedily towards the same per-class target.
+Stratified by class, with the class counts of scikit-learn's stratified
+train_test_split: ceil(n * val_fraction) validation samples in all (1226 of
+figshare's 3064, the size the paper's accuracies imply), each class's share
+within a sample or two of its fraction; within each class a numpy
+default_rng(seed) shuffle picks them. With group_by
+"patient", whole patients are assigned instead (no patient on both sides),
+class by class, greedily towards the same per-class targets.
 
 The same index.csv and params give a byte-identical split file.
 """
@@ -20,24 +22,37 @@ import numpy as np
 
 from tumorbench import fileio
 from tumorbench.data import class_names_of, read_index
+from tumorbench.errors import UserError
 from tumorbench.readers import natural_key
 
 
-class SplitError(ValueError):
+class SplitError(UserError, ValueError):
     """Inputs or params that cannot give a valid split."""
 
 
-def round_half_up(x: float) -> int:
-    return int(math.floor(x + 0.5))
+def val_counts(class_sizes: dict[int, int], val_fraction: float) -> dict[int, int]:
+    """How many samples of each class go to validation, counted as scikit-learn's stratified
+    train_test_split counts them: ceil(n * val_fraction) in all; the training part shared out in
+    proportion to the classes by largest remainder (ties: lower label), validation the rest."""
+    n = sum(class_sizes.values())
+    n_train = n - math.ceil(n * val_fraction - 1e-9)
+    exact = {label: n_train * size / n for label, size in class_sizes.items()}
+    train = {label: math.floor(x) for label, x in exact.items()}
+    for label in sorted(exact, key=lambda label: (train[label] - exact[label], label))[:n_train - sum(train.values())]:
+        train[label] += 1
+    return {label: size - train[label] for label, size in class_sizes.items()}
 
 
 def stratified_val_ids(rows: list[dict], val_fraction: float, rng: np.random.Generator) -> set[str]:
-    """Per class (in label order): shuffle its samples, take round(n_c * val_fraction)."""
+    """Per class (in label order): shuffle its samples, take its val_counts share."""
+    ids_of: dict[int, list[str]] = {}
+    for r in rows:
+        ids_of.setdefault(int(r["label"]), []).append(r["sample_id"])
+    targets = val_counts({label: len(ids) for label, ids in ids_of.items()}, val_fraction)
     val: set[str] = set()
-    for label in sorted({int(r["label"]) for r in rows}):
-        ids = [r["sample_id"] for r in rows if int(r["label"]) == label]
-        order = rng.permutation(len(ids))
-        val.update(ids[i] for i in order[:round_half_up(len(ids) * val_fraction)])
+    for label in sorted(ids_of):
+        order = rng.permutation(len(ids_of[label]))
+        val.update(ids_of[label][i] for i in order[:targets[label]])
     return val
 
 
@@ -51,17 +66,21 @@ def patient_val_ids(rows: list[dict], val_fraction: float, rng: np.random.Genera
     """Whole patients to validation, per class of each patient's majority label.
 
     Within a class the patients are shuffled and taken greedily: a patient
-    goes to validation when that brings the class's count closer to
-    round(n_c * val_fraction).
+    goes to validation when that brings the class's count closer to its
+    val_counts target.
     """
     slices: dict[str, list[dict]] = {}
     for r in rows:
         slices.setdefault(r["patient_id"], []).append(r)
     class_of = {pid: majority_label([int(r["label"]) for r in rs]) for pid, rs in slices.items()}
+    sizes = Counter()
+    for pid, label in class_of.items():
+        sizes[label] += len(slices[pid])
+    targets = val_counts(dict(sizes), val_fraction)
     val: set[str] = set()
-    for label in sorted(set(class_of.values())):
+    for label in sorted(targets):
         patients = sorted((pid for pid, c in class_of.items() if c == label), key=natural_key)
-        target = round_half_up(sum(len(slices[p]) for p in patients) * val_fraction)
+        target = targets[label]
         taken = 0
         for i in rng.permutation(len(patients)):
             size = len(slices[patients[i]])
