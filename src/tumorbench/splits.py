@@ -32,8 +32,9 @@ class SplitError(UserError, ValueError):
 
 def val_counts(class_sizes: dict[int, int], val_fraction: float) -> dict[int, int]:
     """How many samples of each class go to validation, counted as scikit-learn's stratified
-    train_test_split counts them: ceil(n * val_fraction) in all; the training part shared out in
-    proportion to the classes by largest remainder (ties: lower label), validation the rest."""
+    train_test_split counts them: ceil(n * val_fraction) in all (float noise a hair above a whole
+    number does not round up); the training part shared out in proportion to the classes by
+    largest remainder (ties: lower label), validation the rest."""
     n = sum(class_sizes.values())
     n_train = n - math.ceil(n * val_fraction - 1e-9)
     exact = {label: n_train * size / n for label, size in class_sizes.items()}
