@@ -1,5 +1,7 @@
 """evaluate@<dataset>-<model>-<init>: python stages/evaluate.py <dataset> <model> <init>"""
 
+import sys
+
 from tumorbench.errors import run_stage
 from tumorbench.evaluation import evaluate_variant
 from tumorbench.params import load_params
@@ -9,8 +11,11 @@ from tumorbench.variants import Variant
 def main(dataset: str, model_name: str, init: str) -> None:
     variant = Variant(dataset, model_name, init)
     metrics = evaluate_variant(variant, load_params())
-    print(f"{variant.name}: " + ", ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "f1", "precision", "recall", "loss")))
+    scores = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "f1", "precision", "recall", "loss"))
+    print(f"{variant.name}: {scores}")
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python stages/evaluate.py <dataset> <model> <init>")
     run_stage(main)

@@ -1,5 +1,6 @@
 """train@<dataset>-<model>-<init>: python stages/train.py <dataset> <model> <init>"""
 
+import sys
 import time
 
 import torch
@@ -36,4 +37,6 @@ def main(dataset: str, model_name: str, init: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 4:
+        sys.exit("usage: python stages/train.py <dataset> <model> <init>")
     run_stage(main)

@@ -393,6 +393,15 @@ def test_a_stage_failing_after_dvc_removed_its_outputs_loses_nothing(reference, 
     assert_recovered(project, reference)
 
 
+def stage_script(project: Path, command: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, f"stages/{command.split()[0]}", *command.split()[1:]], cwd=project, check=False)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, start: str) -> None:
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(start), result.stderr
+
+
 def test_every_stage_reports_a_user_error_in_one_line_naming_the_stage(tmp_path):
     # A param changed after the data stages ran reaches the later stages first: each must print
     # the message on one line under its dvc.yaml name, not a traceback that buries it.
@@ -402,8 +411,12 @@ def test_every_stage_reports_a_user_error_in_one_line_naming_the_stage(tmp_path)
                           ("train.py br35h resnet18 scratch", "train@br35h-resnet18-scratch"),
                           ("evaluate.py br35h resnet18 scratch", "evaluate@br35h-resnet18-scratch"),
                           ("aggregate.py", "aggregate")]:
-        result = run([sys.executable, f"stages/{command.split()[0]}", *command.split()[1:]], cwd=project, check=False)
-        assert result.returncode == 1, (command, result.stderr)
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"{name}: params.yaml: train.precision = 'fp16' is invalid; allowed:"), \
-            (command, result.stderr)
+        assert_one_line_error(stage_script(project, command),
+                              f"{name}: params.yaml: train.precision = 'fp16' is invalid; allowed:")
+    # Inputs an earlier stage should have written, run by hand out of order.
+    set_params(project, train__precision="auto")
+    assert_one_line_error(stage_script(project, "train.py br35h resnet18 scratch"),
+                          "train@br35h-resnet18-scratch: data/prepared/br35h/images.npy is missing: "
+                          "run `dvc repro split@br35h` first")
+    usage = stage_script(project, "train.py br35h resnet18")
+    assert usage.returncode == 1 and usage.stderr.strip() == "usage: python stages/train.py <dataset> <model> <init>"

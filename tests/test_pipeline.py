@@ -134,6 +134,8 @@ def test_real_data_from_local_copies_gives_the_published_counts(tmp_path, shared
     assert figshare["n_patients"] == 233
     split = json.loads((project / "data/splits/br35h.json").read_text())
     assert split["counts"]["val"] == {"no": 600, "yes": 600}
+    split = json.loads((project / "data/splits/figshare.json").read_text())  # 1226, as the paper's accuracies imply
+    assert split["counts"]["val"] == {"meningioma": 283, "glioma": 571, "pituitary": 372}
 
 
 def test_real_br35h_resnet18_from_scratch_reaches_80_percent_in_5_epochs_at_64px(tmp_path, shared_data):

@@ -6,7 +6,7 @@ import pytest
 
 from tumorbench.metrics import batch_mean_metrics, dataset_metrics
 from tumorbench.params import MODELS
-from tumorbench.report import aggregate, load_paper_results
+from tumorbench.report import ReportInputError, aggregate, load_paper_results
 
 N_VAL = 200
 # errors at these validation positions: resnet18 is the best, efficientnet-b0 is clearly worse
@@ -174,5 +174,5 @@ def test_variants_with_different_validation_order_are_rejected(tmp_path):
 def test_missing_predictions_name_the_file(tmp_path):
     _write_variant(tmp_path, "resnet18", [0])
     (tmp_path / "plots" / "predictions" / "br35h-resnet18-scratch.csv").unlink()
-    with pytest.raises(FileNotFoundError, match="br35h-resnet18-scratch.csv"):
+    with pytest.raises(ReportInputError, match="br35h-resnet18-scratch.csv"):
         aggregate(_params(["resnet18"]), tmp_path)

@@ -10,8 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from tumorbench.errors import UserError
+
 PREPARED = Path("data/prepared")
 SPLITS = Path("data/splits")
+
+
+class DataError(UserError, ValueError):
+    """Prepared data or a split that is missing or does not fit together; the message says what to rerun."""
 
 
 @dataclass
@@ -47,10 +53,10 @@ def read_index(path: Path) -> list[dict]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise ValueError(f"{path} has no samples: rerun the prepare stage")
+        raise DataError(f"{path} has no samples: rerun the prepare stage")
     for column in ("sample_id", "label", "label_name", "patient_id"):
         if column not in rows[0]:
-            raise ValueError(f"{path}: missing column {column!r}; rerun the prepare stage")
+            raise DataError(f"{path}: missing column {column!r}; rerun the prepare stage")
     return rows
 
 
@@ -64,17 +70,17 @@ def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:
     split_path = root / SPLITS / f"{dataset}.json"
     for path in (prepared / "images.npy", prepared / "index.csv", split_path):
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: run `dvc repro split@{dataset}` first")
+            raise DataError(f"{path} is missing: run `dvc repro split@{dataset}` first")
     images = np.load(prepared / "images.npy", mmap_mode="r")
     rows = read_index(prepared / "index.csv")
     if len(rows) != len(images):
-        raise ValueError(f"{prepared}: index.csv has {len(rows)} rows but images.npy has {len(images)}; "
+        raise DataError(f"{prepared}: index.csv has {len(rows)} rows but images.npy has {len(images)}; "
                          f"rerun `dvc repro -f -s prepare@{dataset}`")
     split = json.loads(split_path.read_text())
     position = {r["sample_id"]: i for i, r in enumerate(rows)}
     missing = [s for s in split["train"] + split["val"] if s not in position]
     if missing:
-        raise ValueError(f"{split_path} names samples not in {prepared / 'index.csv'} (e.g. {missing[:3]}); "
+        raise DataError(f"{split_path} names samples not in {prepared / 'index.csv'} (e.g. {missing[:3]}); "
                          f"rerun `dvc repro split@{dataset}`")
     labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
     train = np.array([position[s] for s in split["train"]], dtype=np.int64)

@@ -1,8 +1,8 @@
 """Errors a user can fix, and how a stage reports them.
 
 Bad params, unusable raw data, a damaged checkpoint, missing ImageNet weights: each is raised as a
-UserError whose message names the file and the fix. A stage prints that message as one line,
-prefixed with the stage's name as dvc.yaml spells it, and exits 1; a traceback would only bury it.
+UserError whose message names the file and the fix. A stage prints that message, prefixed with
+the stage's name as dvc.yaml spells it, and exits 1, without the traceback that would bury it.
 Any other exception is a bug and keeps its traceback.
 """
 
@@ -17,11 +17,12 @@ class UserError(Exception):
     """An input the user can fix; the message says which file and how."""
 
 
-def run_stage(main: Callable[..., None], argv: list[str] | None = None) -> None:
-    """main(*argv), with a UserError turned into `<stage>@<args>: <message>` on stderr and exit status 1."""
-    argv = sys.argv[1:] if argv is None else argv
-    name = Path(sys.argv[0]).stem + (f"@{'-'.join(argv)}" if argv else "")
+def run_stage(main: Callable[..., None]) -> None:
+    """main(*command-line arguments), a UserError turned into `<stage>@<args>: <message>` on stderr
+    and exit status 1."""
+    args = sys.argv[1:]
+    name = Path(sys.argv[0]).stem + (f"@{'-'.join(args)}" if args else "")
     try:
-        main(*argv)
+        main(*args)
     except UserError as error:
         sys.exit(f"{name}: {error}")

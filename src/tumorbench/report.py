@@ -29,6 +29,7 @@ import pandas as pd
 
 from tumorbench import DATASETS
 from tumorbench.audit import audit_rows
+from tumorbench.errors import UserError
 from tumorbench.fileio import atomic_write_json, atomic_write_text
 from tumorbench.metrics import METRICS
 from tumorbench.params import INITS, MODELS
@@ -58,6 +59,10 @@ LEGEND = ("Best = highest accuracy, ties broken by lowest loss. Δ = ours − pa
           "Hashes: first 8 characters (full in the CSV). “—”: variant not run.\n")
 
 
+class ReportInputError(UserError, ValueError):
+    """An evaluate stage's output the report cannot use; the message says what to rerun."""
+
+
 # ---------------------------------------------------------------- inputs
 
 def load_paper_results() -> list[dict]:
@@ -76,14 +81,14 @@ def read_metrics(path: Path) -> dict:
     needed = [*METRICS, "batch", "provenance"]
     missing = [key for key in needed if key not in metrics]
     if missing:
-        raise ValueError(f"{path}: missing keys {missing}; rerun the evaluate stage that writes it")
+        raise ReportInputError(f"{path}: missing keys {missing}; rerun the evaluate stage that writes it")
     return metrics
 
 
 def read_predictions(path: Path) -> dict:
     """sample_id (str array), label, pred (int arrays), probs (N, K) from a predictions CSV."""
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: the evaluate stage writes it beside "
+        raise ReportInputError(f"{path} not found: the evaluate stage writes it beside "
                                 f"metrics/{path.stem}.json; rerun `dvc repro`")
     frame = pd.read_csv(path, dtype={"sample_id": str})
     prob_columns = sorted((c for c in frame.columns if c.startswith("prob_")),
@@ -91,7 +96,7 @@ def read_predictions(path: Path) -> dict:
     expected = [f"prob_{k}" for k in range(len(prob_columns))]
     if not {"sample_id", "label", "pred"} <= set(frame.columns) or prob_columns != expected \
             or len(prob_columns) < 2:
-        raise ValueError(f"{path}: expected columns sample_id,label,pred,prob_0..prob_K-1, "
+        raise ReportInputError(f"{path}: expected columns sample_id,label,pred,prob_0..prob_K-1, "
                          f"got {list(frame.columns)}")
     return {"sample_id": frame["sample_id"].to_numpy(),
             "label": frame["label"].to_numpy(np.int64),
@@ -104,7 +109,7 @@ def read_dvclive_series(path: Path) -> dict[int, float]:
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if rows and ("step" not in rows[0] or path.stem not in rows[0]):
-        raise ValueError(f"{path}: expected columns step and {path.stem}, got {list(rows[0])}")
+        raise ReportInputError(f"{path}: expected columns step and {path.stem}, got {list(rows[0])}")
     return {int(row["step"]): float(row[path.stem]) for row in rows}
 
 
@@ -133,11 +138,11 @@ def build_table(params: dict, dataset: str, init: str, paper: list[dict], root: 
             if order is None:
                 order = predictions["sample_id"]
             elif not np.array_equal(order, predictions["sample_id"]):
-                raise ValueError(f"plots/predictions/{variant}.csv lists validation images in another "
+                raise ReportInputError(f"plots/predictions/{variant}.csv lists validation images in another "
                                  f"order than the other {dataset} variants; rerun its evaluate stage")
             correct = predictions["label"] == predictions["pred"]
             if abs(correct.mean() - metrics["accuracy"]) > 1e-9:
-                raise ValueError(f"{metrics_path} accuracy {metrics['accuracy']} disagrees with "
+                raise ReportInputError(f"{metrics_path} accuracy {metrics['accuracy']} disagrees with "
                                  f"plots/predictions/{variant}.csv ({correct.mean()}); rerun evaluate")
             row.update(ours=metrics, correct=correct, ci=bootstrap_ci(
                 predictions["label"], predictions["pred"], predictions["probs"],

@@ -39,7 +39,9 @@ def val_counts(class_sizes: dict[int, int], val_fraction: float) -> dict[int, in
     n_train = n - math.ceil(n * val_fraction - 1e-9)
     exact = {label: n_train * size / n for label, size in class_sizes.items()}
     train = {label: math.floor(x) for label, x in exact.items()}
-    for label in sorted(exact, key=lambda label: (train[label] - exact[label], label))[:n_train - sum(train.values())]:
+    short = n_train - sum(train.values())
+    by_remainder = sorted(exact, key=lambda label: (-(exact[label] - train[label]), label))
+    for label in by_remainder[:short]:
         train[label] += 1
     return {label: size - train[label] for label, size in class_sizes.items()}
 

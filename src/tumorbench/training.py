@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from tumorbench.augment import augment_batch, normalize, to_float
 from tumorbench.fileio import atomic_open
+from tumorbench.params import ParamsError
 
 RESUME_ROOT = Path(".cache/resume")
 
@@ -64,7 +65,7 @@ class TrainConfig:
 
 def pick_device(requested: str) -> torch.device:
     if requested == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.yaml: train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
+        raise ParamsError("params.yaml: train.device = 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
     if requested == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda")
