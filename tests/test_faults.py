@@ -246,8 +246,13 @@ def test_corrupted_resume_state_is_ignored_and_training_starts_over(tmp_path, ca
 
 # ------------------------------------------------------------------ damaged checkpoints
 
+def stage_script(project: Path, command: str) -> subprocess.CompletedProcess:
+    """`python stages/<command>` run by hand in the project, e.g. command "evaluate.py br35h resnet18 scratch"."""
+    return run([sys.executable, f"stages/{command.split()[0]}", *command.split()[1:]], cwd=project, check=False)
+
+
 def evaluate_script(project: Path) -> subprocess.CompletedProcess:
-    return run([sys.executable, "stages/evaluate.py", "br35h", "resnet18", "scratch"], cwd=project, check=False)
+    return stage_script(project, "evaluate.py br35h resnet18 scratch")
 
 
 def test_truncated_checkpoint_fails_evaluate_naming_file_and_fix(reference, tmp_path):
@@ -391,10 +396,6 @@ def test_a_stage_failing_after_dvc_removed_its_outputs_loses_nothing(reference, 
     run(["git", "checkout", "params.yaml"], cwd=project)
     dvc("checkout", cwd=project)
     assert_recovered(project, reference)
-
-
-def stage_script(project: Path, command: str) -> subprocess.CompletedProcess:
-    return run([sys.executable, f"stages/{command.split()[0]}", *command.split()[1:]], cwd=project, check=False)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, start: str) -> None:

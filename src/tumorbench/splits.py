@@ -104,10 +104,7 @@ def make_split(index_csv: str | os.PathLike, images_npy: str | os.PathLike, val_
     for path in (index_csv, images_npy):
         if not path.exists():
             raise SplitError(f"{path} is missing: run the prepare stage first (dvc repro prepare@{dataset})")
-    try:
-        rows = read_index(index_csv)
-    except ValueError as error:
-        raise SplitError(str(error)) from None
+    rows = read_index(index_csv)  # a DataError, reported like a SplitError, for an unusable index
     n_images = np.load(images_npy, mmap_mode="r").shape[0]
     if n_images != len(rows):
         raise SplitError(f"{index_csv} has {len(rows)} rows but {images_npy} has {n_images} images; "
