@@ -293,14 +293,14 @@ def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tup
                    "consistent", "matching matrices", "closest matrix (positives: cells)",
                    "max error"], lines),
     ]
-    ours = [(table, row) for table in tables for row in table["rows"] if row["ours"] is not None]
+    ours = [row for table in tables for row in table["rows"] if row["ours"] is not None]
     text.append("\n### Our per-batch versus dataset-level metrics\n")
     text.append(f"Per-batch: sklearn's macro scores of each batch of {batch_size} validation images "
                 "(labels present in the batch only), then the plain mean over batches, the paper's "
                 "suspected method. Dataset-level: one confusion matrix of all validation images.\n")
     if ours:
         lines = []
-        for table, row in ours:
+        for row in ours:
             level, batch = row["ours"], row["ours"]["batch"]
             line = [row["variant"]]
             for name in ("accuracy", "f1", "precision", "recall"):
