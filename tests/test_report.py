@@ -145,7 +145,7 @@ def test_readme_has_summary_tables_audit_and_noise(report):
     text = (root / "reports" / "README.md").read_text()
     assert text.index("## Summary") < text.index("## Table 1") < text.index("## Audit of the paper's metrics")
     assert "our best ResNet-18" in text and "paper's best EfficientNet-B7 (0.995833)" in text
-    assert "0 of 1 other models are statistically indistinguishable" in text
+    assert "0 of 1 other model is statistically indistinguishable" in text
     assert "**0 of 24** binary rows" in text
     assert "On 200 br35h validation images one image moves accuracy by 0.500 percentage points" in text
     assert "br35h-resnet18-scratch" in text.split("per-batch versus dataset-level")[1]
@@ -176,3 +176,11 @@ def test_missing_predictions_name_the_file(tmp_path):
     (tmp_path / "plots" / "predictions" / "br35h-resnet18-scratch.csv").unlink()
     with pytest.raises(ReportInputError, match="br35h-resnet18-scratch.csv"):
         aggregate(_params(["resnet18"]), tmp_path)
+
+
+def test_summary_with_one_model_run_says_there_is_nothing_to_compare(tmp_path):
+    _write_variant(tmp_path, "resnet18", [0])
+    aggregate(_params(["resnet18"]), tmp_path)
+    text = (tmp_path / "reports" / "README.md").read_text()
+    assert "1 of 12 models run" in text and "No other model of this table was run to compare with." in text
+    assert "other models are" not in text

@@ -345,11 +345,15 @@ def summary_lines(tables: list[dict]) -> list[str]:
             continue
         best = next(row for row in table["rows"] if row["model"] == table["best"])
         others = table["models_run"] - 1
+        if others:
+            comparison = (f"{table['indistinguishable']} of {others} other model{'s' * (others != 1)} "
+                          f"{'are' if others != 1 else 'is'} statistically indistinguishable from our best "
+                          f"(exact McNemar p ≥ {ALPHA}, uncorrected).")
+        else:
+            comparison = "No other model of this table was run to compare with."
         lines.append(f"- **Table {table['number']}** ({table['name']}): our best "
                      f"{MODEL_TITLES[table['best']]} (accuracy {best['ours']['accuracy']:.6f}, "
-                     f"{table['models_run']} of 12 models run); {paper_text}. "
-                     f"{table['indistinguishable']} of {others} other models are statistically "
-                     f"indistinguishable from our best (exact McNemar p ≥ {ALPHA}, uncorrected).")
+                     f"{table['models_run']} of 12 models run); {paper_text}. {comparison}")
     return lines
 
 
