@@ -346,9 +346,9 @@ def summary_lines(tables: list[dict]) -> list[str]:
         best = next(row for row in table["rows"] if row["model"] == table["best"])
         others = table["models_run"] - 1
         if others:
-            comparison = (f"{table['indistinguishable']} of {others} other model{'s' * (others != 1)} "
-                          f"{'are' if others != 1 else 'is'} statistically indistinguishable from our best "
-                          f"(exact McNemar p ≥ {ALPHA}, uncorrected).")
+            models_are = "other model is" if others == 1 else "other models are"
+            comparison = (f"{table['indistinguishable']} of {others} {models_are} statistically "
+                          f"indistinguishable from our best (exact McNemar p ≥ {ALPHA}, uncorrected).")
         else:
             comparison = "No other model of this table was run to compare with."
         lines.append(f"- **Table {table['number']}** ({table['name']}): our best "
