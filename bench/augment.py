@@ -90,7 +90,7 @@ def main(argv=None) -> None:
 
     def ours():
         for start in range(0, args.n, args.batch_size):
-            part = batch[start:start + args.batch_size]
+            part = batch[start : start + args.batch_size]
             if args.interpolation == "nearest":
                 to_float(augment_batch(part, generator, 20.0, 0.5, 0.5, "nearest"))
             else:
@@ -98,11 +98,15 @@ def main(argv=None) -> None:
 
     naive_times, ours_times = paired_seconds(naive, ours, args.repeats, sync)
     print(f"naive (PIL, per image): {args.n / statistics.median(naive_times):10.0f} images/s (median)")
-    print(f"ours (batched {args.batch_size}, {args.interpolation}, {device.type}): "
-          f"{args.n / statistics.median(ours_times):10.0f} images/s (median)")
+    print(
+        f"ours (batched {args.batch_size}, {args.interpolation}, {device.type}): "
+        f"{args.n / statistics.median(ours_times):10.0f} images/s (median)"
+    )
     ratios = [n / o for n, o in zip(naive_times, ours_times)]
-    print(f"ratio ours/naive augment: {statistics.median(ratios):.2f}  (median of {len(ratios)} side-by-side pairs, "
-          f"{min(ratios):.2f}-{max(ratios):.2f})")
+    print(
+        f"ratio ours/naive augment: {statistics.median(ratios):.2f}  (median of {len(ratios)} side-by-side pairs, "
+        f"{min(ratios):.2f}-{max(ratios):.2f})"
+    )
 
 
 if __name__ == "__main__":

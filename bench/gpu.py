@@ -40,13 +40,21 @@ from tumorbench.models import build_model  # noqa: E402
 from tumorbench.params import COMPILE_MODES, MODELS  # noqa: E402
 from tumorbench.prepare import prepare  # noqa: E402
 from tumorbench.splits import make_split  # noqa: E402
-from tumorbench.training import (TrainConfig, configure_runtime, fit, predict, prepare_model,  # noqa: E402
-                                 resolved_precision)
+from tumorbench.training import (
+    TrainConfig,
+    configure_runtime,
+    fit,
+    predict,
+    prepare_model,  # noqa: E402
+    resolved_precision,
+)
 
 # (train, val) images per epoch with the paper's 60/40 split
 GRID_SIZES = {"br35h": (1800, 1200), "figshare": (1838, 1226)}
-PAPER_TABLE1 = {"resnet18": (0.990833, 0.989153, 0.990333, 0.991603, 0.038533),
-                "efficientnet-b0": (0.987500, 0.986165, 0.988690, 0.987857, 0.040588)}
+PAPER_TABLE1 = {
+    "resnet18": (0.990833, 0.989153, 0.990333, 0.991603, 0.038533),
+    "efficientnet-b0": (0.987500, 0.986165, 0.988690, 0.987857, 0.040588),
+}
 
 
 def log(text: str, sink) -> None:
@@ -60,14 +68,16 @@ def free_device_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def concurrent_worker(model_name: str, data_file: Path, size: int, batch: int, steps: int, barrier, results,
-                      count: int) -> None:
+def concurrent_worker(
+    model_name: str, data_file: Path, size: int, batch: int, steps: int, barrier, results, count: int
+) -> None:
     data = np.load(data_file)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     configure_runtime(device)
     torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // count))  # the workers share the cores
-    r = measure_ours(model_name, data["x"], data["y"], size, batch, device, steps, 5, 256, barrier=barrier,
-                     evaluate=False)
+    r = measure_ours(
+        model_name, data["x"], data["y"], size, batch, device, steps, 5, 256, barrier=barrier, evaluate=False
+    )
     results.put((*r["train_window"], steps * batch))
 
 
@@ -77,8 +87,12 @@ def concurrent_train_rate(model_name: str, count: int, data_file: Path, size: in
     kernel launches can overlap this way; the paper grid's 48 runs are independent."""
     context = multiprocessing.get_context("spawn")
     barrier, results = context.Barrier(count), context.Queue()
-    workers = [context.Process(target=concurrent_worker, args=(model_name, data_file, size, batch, steps, barrier,
-                                                               results, count)) for _ in range(count)]
+    workers = [
+        context.Process(
+            target=concurrent_worker, args=(model_name, data_file, size, batch, steps, barrier, results, count)
+        )
+        for _ in range(count)
+    ]
     for worker in workers:
         worker.start()
     windows = []
@@ -106,11 +120,20 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="*", default=list(MODELS))
     parser.add_argument("--naive", nargs="*", default=["resnet50", "resnet18"])
     parser.add_argument("--train", nargs="*", default=["resnet18", "efficientnet-b0"])
-    parser.add_argument("--compile-modes", nargs="*", default=[], choices=["true", *COMPILE_MODES],
-                        help="also measure these train.compile modes (compilation is not timed but takes minutes)")
+    parser.add_argument(
+        "--compile-modes",
+        nargs="*",
+        default=[],
+        choices=["true", *COMPILE_MODES],
+        help="also measure these train.compile modes (compilation is not timed but takes minutes)",
+    )
     parser.add_argument("--compile-models", nargs="*", default=["resnet50", "efficientnet-b0"])
-    parser.add_argument("--concurrent", type=int, default=0,
-                        help="also measure this many trainings of one model running at once (one process each)")
+    parser.add_argument(
+        "--concurrent",
+        type=int,
+        default=0,
+        help="also measure this many trainings of one model running at once (one process each)",
+    )
     parser.add_argument("--concurrent-models", nargs="*", default=["efficientnet-b0", "resnet50"])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = parser.parse_args(argv)
@@ -122,6 +145,7 @@ def main(argv=None) -> int:
 
     def save() -> None:  # after every section, so a run stopped by its timeout keeps what it measured
         (args.out / "gpu_check.json").write_text(json.dumps({"device": name, **found}, indent=1))
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     configure_runtime(device)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -138,25 +162,43 @@ def main(argv=None) -> int:
     order = np.random.default_rng(0).permutation(len(images))
     mixed_x, mixed_y = images[order], labels[order]
 
-    log(f"\n## 1. Throughput, {args.size} px, batch {args.batch}, {resolved_precision('auto', device)} + "
-        f"channels_last (ours)", sink)
+    log(
+        f"\n## 1. Throughput, {args.size} px, batch {args.batch}, {resolved_precision('auto', device)} + "
+        f"channels_last (ours)",
+        sink,
+    )
     log(f"{'model':<16}{'GFLOPs/img':>11}{'train img/s':>13}{'eval img/s':>12}{'train TFLOP/s':>15}", sink)
     rates = found["rates"]
     for model_name in args.models:
         r = measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device, args.steps, 5, 256)
         rates[model_name] = r
-        log(f"{model_name:<16}{r['gflops']:>11.2f}{r['train']:>13.0f}{r['eval']:>12.0f}"
-            f"{3 * r['gflops'] * r['train'] / 1000:>15.1f}", sink)
+        log(
+            f"{model_name:<16}{r['gflops']:>11.2f}{r['train']:>13.0f}{r['eval']:>12.0f}"
+            f"{3 * r['gflops'] * r['train'] / 1000:>15.1f}",
+            sink,
+        )
         free_device_memory(device)
     paths = [r["source_path"] for r in rows]
     for model_name in args.naive:
-        naive = measure_naive(model_name, args.data, [paths[i] for i in order], args.size, args.batch, device,
-                              args.steps, 5, len(os.sched_getaffinity(0)))
-        ours = rates.get(model_name) or measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device,
-                                                     args.steps, 5, 256)
-        log(f"naive {model_name}: train {naive['train']:.0f} img/s, eval {naive['eval']:.0f} img/s; "
+        naive = measure_naive(
+            model_name,
+            args.data,
+            [paths[i] for i in order],
+            args.size,
+            args.batch,
+            device,
+            args.steps,
+            5,
+            len(os.sched_getaffinity(0)),
+        )
+        ours = rates.get(model_name) or measure_ours(
+            model_name, mixed_x, mixed_y, args.size, args.batch, device, args.steps, 5, 256
+        )
+        log(
+            f"naive {model_name}: train {naive['train']:.0f} img/s, eval {naive['eval']:.0f} img/s; "
             f"ratio ours/naive train: {ours['train'] / naive['train']:.2f}, eval: {ours['eval'] / naive['eval']:.2f}",
-            sink)
+            sink,
+        )
         found["naive"][model_name] = naive
     save()
 
@@ -168,17 +210,33 @@ def main(argv=None) -> int:
                 continue
             began = time.time()
             try:
-                r = measure_ours(model_name, mixed_x, mixed_y, args.size, args.batch, device, args.steps, 5, 256,
-                                 compile_mode=compile_setting(mode))
+                r = measure_ours(
+                    model_name,
+                    mixed_x,
+                    mixed_y,
+                    args.size,
+                    args.batch,
+                    device,
+                    args.steps,
+                    5,
+                    256,
+                    compile_mode=compile_setting(mode),
+                )
             except Exception as error:  # a mode that fails here must not cost the rest of the check
                 log(f"{model_name}: compile {mode} failed: {type(error).__name__}: {str(error)[:300]}", sink)
                 continue
             eager = rates.get(model_name)
-            versus = (f"; x{r['train'] / eager['train']:.2f} train, x{r['eval'] / eager['eval']:.2f} eval vs eager"
-                      if eager else "")
-            log(f"{model_name:<16} train {r['train']:.0f} img/s, eval {r['eval']:.0f} img/s{versus} "
+            versus = (
+                f"; x{r['train'] / eager['train']:.2f} train, x{r['eval'] / eager['eval']:.2f} eval vs eager"
+                if eager
+                else ""
+            )
+            log(
+                f"{model_name:<16} train {r['train']:.0f} img/s, eval {r['eval']:.0f} img/s{versus} "
                 f"({time.time() - began:.0f} s with compilation; timed over full batches: training's last, "
-                f"partial batch compiles once more per run)", sink)
+                f"partial batch compiles once more per run)",
+                sink,
+            )
             found["compiled"][f"{model_name} {mode}"] = r
             torch._dynamo.reset()  # drop this model's compiled code and CUDA graphs before the next
             free_device_memory(device)
@@ -194,8 +252,9 @@ def main(argv=None) -> int:
                 continue
             began = time.time()
             try:  # 3x the steps: several processes must overlap for most of the timed window
-                together = concurrent_train_rate(model_name, args.concurrent, work / "mixed.npz", args.size,
-                                                 args.batch, 3 * args.steps)
+                together = concurrent_train_rate(
+                    model_name, args.concurrent, work / "mixed.npz", args.size, args.batch, 3 * args.steps
+                )
             except Exception as error:
                 log(f"{model_name}: {args.concurrent} at once failed: {type(error).__name__}: {error}", sink)
                 continue
@@ -231,30 +290,61 @@ def main(argv=None) -> int:
         if epochs < 1:
             log(f"{model_name}: no time left to train", sink)
             continue
-        cfg = TrainConfig(epochs=epochs, batch_size=args.batch, lr=1e-3, step_size=30, gamma=0.1, seed=0,
-                          device=device.type, compile=False, rotation=20, hflip=0.5, vflip=0.5,
-                          mean=[0.0] * 3, std=[1.0] * 3, eval_batch_size=256)
+        cfg = TrainConfig(
+            epochs=epochs,
+            batch_size=args.batch,
+            lr=1e-3,
+            step_size=30,
+            gamma=0.1,
+            seed=0,
+            device=device.type,
+            compile=False,
+            rotation=20,
+            hflip=0.5,
+            vflip=0.5,
+            mean=[0.0] * 3,
+            std=[1.0] * 3,
+            eval_batch_size=256,
+        )
         torch.manual_seed(0)
         model, _ = build_model(model_name, 2, "scratch", args.size)
         began = time.time()
-        summary = fit(model, images[train_idx], labels[train_idx], images[val_idx], labels[val_idx], cfg,
-                      checkpoint_path=work / f"{model_name}.pt", live_dir=None, fingerprint=model_name,
-                      checkpoint_meta={}, resume_dir=work / f"resume-{model_name}", progress=False)
+        summary = fit(
+            model,
+            images[train_idx],
+            labels[train_idx],
+            images[val_idx],
+            labels[val_idx],
+            cfg,
+            checkpoint_path=work / f"{model_name}.pt",
+            live_dir=None,
+            fingerprint=model_name,
+            checkpoint_meta={},
+            resume_dir=work / f"resume-{model_name}",
+            progress=False,
+        )
         checkpoint = torch.load(work / f"{model_name}.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["model"])
         model = prepare_model(model, device, cfg.precision)
         probs = predict(model, torch.from_numpy(images[val_idx]).to(device), cfg).double().cpu().numpy()
         metrics = dataset_metrics(labels[val_idx], probs.argmax(1), probs, 2)
-        results[model_name] = {**metrics, "epochs": epochs, "best_epoch": summary["best_epoch"],
-                               "seconds": time.time() - began,
-                               "val_loss_curve": [h["val_loss"] for h in summary["history"]]}
+        results[model_name] = {
+            **metrics,
+            "epochs": epochs,
+            "best_epoch": summary["best_epoch"],
+            "seconds": time.time() - began,
+            "val_loss_curve": [h["val_loss"] for h in summary["history"]],
+        }
         log(f"{model_name}: {epochs} epochs in {time.time() - began:.0f} s, best epoch {summary['best_epoch']}", sink)
 
     log(f"\n{'model':<16}{'':>6}{'accuracy':>10}{'f1':>10}{'precision':>10}{'recall':>10}{'loss':>10}", sink)
     for model_name, m in results.items():
         paper = PAPER_TABLE1[model_name]
-        log(f"{model_name:<16}{'ours':>6}" + "".join(f"{m[k]:>10.6f}" for k in
-                                                  ("accuracy", "f1", "precision", "recall", "loss")), sink)
+        log(
+            f"{model_name:<16}{'ours':>6}"
+            + "".join(f"{m[k]:>10.6f}" for k in ("accuracy", "f1", "precision", "recall", "loss")),
+            sink,
+        )
         log(f"{'':<16}{'paper':>6}" + "".join(f"{v:>10.6f}" for v in paper), sink)
     save()
     log(f"\ntotal {time.time() - start:.0f} s", sink)

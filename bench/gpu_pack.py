@@ -39,7 +39,9 @@ def main(argv=None) -> int:
 
     records, class_names, reader = read_samples(args.data)
     if reader != "br35h":
-        sys.exit(f"{args.data} is not a Br35H folder (found the {reader} layout): pass --data <folder with yes/ and no/>")
+        sys.exit(
+            f"{args.data} is not a Br35H folder (found the {reader} layout): pass --data <folder with yes/ and no/>"
+        )
     images = args.out / f"br35h{args.size}"
     written = 0
     for record in tqdm(records, desc="pack", unit="image"):
@@ -56,8 +58,10 @@ def main(argv=None) -> int:
         with atomic_open(target, "wb") as f:
             Image.fromarray(pixels.transpose(1, 2, 0)).save(f, format="JPEG", quality=args.quality)
         written += 1
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "efficientnet-pytorch==0.7.1",
-                    "-w", str(args.out)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "efficientnet-pytorch==0.7.1", "-w", str(args.out)],
+        check=True,
+    )
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"{written} images in {images}; {args.out} holds {size / 2**20:.1f} MiB (the device carries 64 MiB)")
     return 0

@@ -25,10 +25,19 @@ import torch
 import torch.nn.functional as F
 
 from tumorbench.models import build_model, model_flops
-from tumorbench.readers import decode_image, read_samples
 from tumorbench.params import COMPILE_MODES
-from tumorbench.training import (TrainConfig, compiled, configure_runtime, make_optimizer, pick_device, predict,
-                                 prepare_model, resolved_precision, train_one_epoch)
+from tumorbench.readers import decode_image, read_samples
+from tumorbench.training import (
+    TrainConfig,
+    compiled,
+    configure_runtime,
+    make_optimizer,
+    pick_device,
+    predict,
+    prepare_model,
+    resolved_precision,
+    train_one_epoch,
+)
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 
@@ -52,17 +61,43 @@ def compile_setting(text: str) -> bool | str:
     return {"false": False, "true": True}.get(text, text)
 
 
-def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: int, batch: int,
-                 device: torch.device, steps: int, warmup: int, eval_batch: int, precision: str = "auto",
-                 compile_mode: bool | str = False, barrier=None, evaluate: bool = True,
-                 depthwise_fp32: bool = True) -> dict:
+def measure_ours(
+    model_name: str,
+    images: np.ndarray,
+    labels: np.ndarray,
+    size: int,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    eval_batch: int,
+    precision: str = "auto",
+    compile_mode: bool | str = False,
+    barrier=None,
+    evaluate: bool = True,
+    depthwise_fp32: bool = True,
+) -> dict:
     """Train (and eval) images/s of our loop. With a barrier, the timed training waits for the other
     processes holding it, so several can be timed running at once; train_window holds its wall-clock span."""
     torch.manual_seed(0)
     model, _ = build_model(model_name, 2, "scratch", size)
-    cfg = TrainConfig(epochs=1, batch_size=batch, lr=1e-3, step_size=30, gamma=0.1, seed=0, device=device.type,
-                      compile=False, rotation=20, hflip=0.5, vflip=0.5, mean=[0.485, 0.456, 0.406],
-                      std=[0.229, 0.224, 0.225], eval_batch_size=eval_batch, precision=precision)
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=batch,
+        lr=1e-3,
+        step_size=30,
+        gamma=0.1,
+        seed=0,
+        device=device.type,
+        compile=False,
+        rotation=20,
+        hflip=0.5,
+        vflip=0.5,
+        mean=[0.485, 0.456, 0.406],
+        std=[0.229, 0.224, 0.225],
+        eval_batch_size=eval_batch,
+        precision=precision,
+    )
     model = prepare_model(model, device, precision, depthwise_fp32)
     trained = compiled(model, compile_mode)
     optimizer, _ = make_optimizer(model, cfg)  # as training builds it (fused Adam on CUDA)
@@ -70,7 +105,7 @@ def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: 
     x = torch.from_numpy(images).to(device)
     y = torch.from_numpy(labels).to(device)
     n = steps * batch
-    train_one_epoch(trained, optimizer, x[:warmup * batch], y[:warmup * batch], cfg, generator, progress=False)
+    train_one_epoch(trained, optimizer, x[: warmup * batch], y[: warmup * batch], cfg, generator, progress=False)
     sync(device)
     if barrier is not None:
         barrier.wait()
@@ -91,8 +126,17 @@ def measure_ours(model_name: str, images: np.ndarray, labels: np.ndarray, size: 
     return {**result, "eval": n / (time.perf_counter() - start)}
 
 
-def measure_naive(model_name: str, data: Path, paths: list[str], size: int, batch: int, device: torch.device,
-                  steps: int, warmup: int, workers: int) -> dict:
+def measure_naive(
+    model_name: str,
+    data: Path,
+    paths: list[str],
+    size: int,
+    batch: int,
+    device: torch.device,
+    steps: int,
+    warmup: int,
+    workers: int,
+) -> dict:
     from torch.utils.data import DataLoader
     from torchvision import datasets, transforms
 
@@ -102,14 +146,26 @@ def measure_naive(model_name: str, data: Path, paths: list[str], size: int, batc
             link = Path(tmp) / rel
             link.parent.mkdir(parents=True, exist_ok=True)
             link.symlink_to((data / rel).resolve())
-        train_tf = transforms.Compose([
-            transforms.Resize((size, size)), transforms.RandomRotation(20), transforms.RandomHorizontalFlip(),
-            transforms.RandomVerticalFlip(), transforms.ToTensor(),
-            transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-        eval_tf = transforms.Compose([transforms.Resize((size, size)), transforms.ToTensor(),
-                                      transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
-        loader_args = dict(batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda",
-                           persistent_workers=workers > 0)
+        train_tf = transforms.Compose(
+            [
+                transforms.Resize((size, size)),
+                transforms.RandomRotation(20),
+                transforms.RandomHorizontalFlip(),
+                transforms.RandomVerticalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            ]
+        )
+        eval_tf = transforms.Compose(
+            [
+                transforms.Resize((size, size)),
+                transforms.ToTensor(),
+                transforms.Normalize([0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            ]
+        )
+        loader_args = dict(
+            batch_size=batch, num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0
+        )
         rgb = lambda path: __import__("PIL.Image").Image.open(path).convert("RGB")  # noqa: E731
         train_set = datasets.ImageFolder(tmp, transform=train_tf, loader=rgb)
         eval_set = datasets.ImageFolder(tmp, transform=eval_tf, loader=rgb)
@@ -171,12 +227,23 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=None, help="naive DataLoader workers (default: all cores)")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="a Br35H folder (yes/ and no/)")
     parser.add_argument("--skip-naive", action="store_true")
-    parser.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
-                        help="our loop's train.precision (auto: bf16 where the hardware has it)")
-    parser.add_argument("--compile", default="false", choices=["false", "true", *COMPILE_MODES],
-                        help="our loop's train.compile (torch.compile the model; compilation is not timed)")
-    parser.add_argument("--depthwise-bf16", action="store_true",
-                        help="keep depthwise convolutions in bf16 on a CPU too (plain autocast, for comparison)")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="our loop's train.precision (auto: bf16 where the hardware has it)",
+    )
+    parser.add_argument(
+        "--compile",
+        default="false",
+        choices=["false", "true", *COMPILE_MODES],
+        help="our loop's train.compile (torch.compile the model; compilation is not timed)",
+    )
+    parser.add_argument(
+        "--depthwise-bf16",
+        action="store_true",
+        help="keep depthwise convolutions in bf16 on a CPU too (plain autocast, for comparison)",
+    )
     args = parser.parse_args(argv)
     compile_mode = compile_setting(args.compile)
 
@@ -190,18 +257,45 @@ def main(argv=None) -> int:
     images, labels, paths = load_images(args.data, args.size, (steps + warmup) * args.batch)
     if len(images) < (steps + warmup) * args.batch:
         sys.exit(f"{args.data} has only {len(images)} images; lower --steps or --batch")
-    ours = measure_ours(args.model, images, labels, args.size, args.batch, device, steps, warmup, args.eval_batch,
-                        args.precision, compile_mode, depthwise_fp32=not args.depthwise_bf16)
-    name = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {cores} cores, {torch.get_num_threads()} threads"
-    print(f"{args.model} {args.size}px batch {args.batch} on {name}; {steps} timed steps after {warmup} warm-up; "
-          f"ours: precision {args.precision} = {resolved_precision(args.precision, device)}, compile {args.compile}; "
-          f"naive: fp32")
+    ours = measure_ours(
+        args.model,
+        images,
+        labels,
+        args.size,
+        args.batch,
+        device,
+        steps,
+        warmup,
+        args.eval_batch,
+        args.precision,
+        compile_mode,
+        depthwise_fp32=not args.depthwise_bf16,
+    )
+    name = (
+        torch.cuda.get_device_name()
+        if device.type == "cuda"
+        else f"CPU, {cores} cores, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{args.model} {args.size}px batch {args.batch} on {name}; {steps} timed steps after {warmup} warm-up; "
+        f"ours: precision {args.precision} = {resolved_precision(args.precision, device)}, compile {args.compile}; "
+        f"naive: fp32"
+    )
     print(f"model: {ours['gflops']:.3f} GFLOPs per image (forward)")
     print(f"{'loop':<8}{'train img/s':>14}{'eval img/s':>14}{'train TFLOP/s':>16}")
     rows = [("ours", ours)]
     if not args.skip_naive:
-        naive = measure_naive(args.model, args.data, paths, args.size, args.batch, device, steps, warmup,
-                              args.workers if args.workers is not None else cores)
+        naive = measure_naive(
+            args.model,
+            args.data,
+            paths,
+            args.size,
+            args.batch,
+            device,
+            steps,
+            warmup,
+            args.workers if args.workers is not None else cores,
+        )
         rows.append(("naive", naive))
     for label, r in rows:
         print(f"{label:<8}{r['train']:>14.1f}{r['eval']:>14.1f}{3 * ours['gflops'] * r['train'] / 1000:>16.3f}")

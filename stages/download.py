@@ -11,11 +11,18 @@ from tumorbench.params import load_params
 
 def main(dataset: str) -> None:
     params = load_params()
-    manifest = download(dataset, params["data"][dataset], params["data"]["synthetic"],
-                        out_dir=Path("data/raw") / dataset, cache_dir=Path(".cache/downloads"))
+    manifest = download(
+        dataset,
+        params["data"][dataset],
+        params["data"]["synthetic"],
+        out_dir=Path("data/raw") / dataset,
+        cache_dir=Path(".cache/downloads"),
+    )
     files = manifest["files"]
-    print(f"download@{dataset}: {manifest['source']}: {len(files)} files, "
-          f"{sum(f['size'] for f in files)} bytes, archive sha256 {manifest['archive_sha256'] or '-'}")
+    print(
+        f"download@{dataset}: {manifest['source']}: {len(files)} files, "
+        f"{sum(f['size'] for f in files)} bytes, archive sha256 {manifest['archive_sha256'] or '-'}"
+    )
 
 
 if __name__ == "__main__":

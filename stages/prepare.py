@@ -16,16 +16,22 @@ from tumorbench.prepare import prepare
 def main(dataset: str) -> None:
     params = load_params()
     start = time.time()
-    report = prepare(Path("data/raw") / dataset, Path("data/prepared") / dataset,
-                     image_size=params["data"]["image_size"], max_unreadable=params["data"]["max_unreadable"],
-                     dataset_name=dataset)
+    report = prepare(
+        Path("data/raw") / dataset,
+        Path("data/prepared") / dataset,
+        image_size=params["data"]["image_size"],
+        max_unreadable=params["data"]["max_unreadable"],
+        dataset_name=dataset,
+    )
     counts = ", ".join(f"{name} {n}" for name, n in report["counts"].items())
     patients = f"{report['n_patients']} patients" if report["n_patients"] else "no patient ids"
     groups = len(report["duplicates"])
-    print(f"prepare@{dataset}: {report['n_samples']} samples ({counts}) via the {report['reader']} reader, "
-          f"{patients}, {len(report['unreadable'])} unreadable, "
-          f"{groups} group{'s' * (groups != 1)} of byte-identical files, {time.time() - start:.1f} s "
-          f"-> data/prepared/{dataset}")
+    print(
+        f"prepare@{dataset}: {report['n_samples']} samples ({counts}) via the {report['reader']} reader, "
+        f"{patients}, {len(report['unreadable'])} unreadable, "
+        f"{groups} group{'s' * (groups != 1)} of byte-identical files, {time.time() - start:.1f} s "
+        f"-> data/prepared/{dataset}"
+    )
     for item in report["unreadable"][:10]:
         print(f"  unreadable {item['path']}: {item['reason']}")
 

@@ -16,9 +16,14 @@ def main(dataset: str) -> None:
     params = load_params()
     prepared = Path("data/prepared") / dataset
     out = Path("data/splits") / f"{dataset}.json"
-    split = make_split(prepared / "index.csv", prepared / "images.npy", dataset=dataset,
-                       val_fraction=params["split"]["val_fraction"], seed=params["split"]["seed"],
-                       group_by=params["split"]["group_by"])
+    split = make_split(
+        prepared / "index.csv",
+        prepared / "images.npy",
+        dataset=dataset,
+        val_fraction=params["split"]["val_fraction"],
+        seed=params["split"]["seed"],
+        group_by=params["split"]["group_by"],
+    )
     write_split(split, out)
     for side in ("train", "val"):
         counts = ", ".join(f"{name} {n}" for name, n in split["counts"][side].items())

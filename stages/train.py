@@ -22,18 +22,39 @@ def main(dataset: str, model_name: str, init: str) -> None:
 
     torch.manual_seed(cfg.seed)
     model, weights = build_model(model_name, len(data.class_names), init, params["data"]["image_size"])
-    provenance = {**input_hashes(dataset), "params_hash": train_params_hash(params, init),
-                  "weights_md5": weights["md5"] if weights else None}
+    provenance = {
+        **input_hashes(dataset),
+        "params_hash": train_params_hash(params, init),
+        "weights_md5": weights["md5"] if weights else None,
+    }
     fingerprint = sha256_bytes(repr(sorted(provenance.items())).encode() + variant.name.encode())
-    meta = {"dataset": dataset, "model_name": model_name, "init": init, "class_names": data.class_names,
-            "image_size": params["data"]["image_size"], "provenance": provenance}
+    meta = {
+        "dataset": dataset,
+        "model_name": model_name,
+        "init": init,
+        "class_names": data.class_names,
+        "image_size": params["data"]["image_size"],
+        "provenance": provenance,
+    }
 
     start = time.time()
-    summary = fit(model, data.train_images, data.train_labels, data.val_images, data.val_labels, cfg,
-                  checkpoint_path=variant.checkpoint, live_dir=variant.live_dir, fingerprint=fingerprint,
-                  checkpoint_meta=meta, resume_dir=variant.resume_dir)
-    print(f"{variant.name}: best epoch {summary['best_epoch']} val loss {summary['best_val_loss']:.4f} "
-          f"({time.time() - start:.0f} s) -> {variant.checkpoint}")
+    summary = fit(
+        model,
+        data.train_images,
+        data.train_labels,
+        data.val_images,
+        data.val_labels,
+        cfg,
+        checkpoint_path=variant.checkpoint,
+        live_dir=variant.live_dir,
+        fingerprint=fingerprint,
+        checkpoint_meta=meta,
+        resume_dir=variant.resume_dir,
+    )
+    print(
+        f"{variant.name}: best epoch {summary['best_epoch']} val loss {summary['best_val_loss']:.4f} "
+        f"({time.time() - start:.0f} s) -> {variant.checkpoint}"
+    )
 
 
 if __name__ == "__main__":

@@ -53,10 +53,13 @@ def _brute_force(row, num_val, n_pos_values):
     return matches, best
 
 
-@pytest.mark.parametrize("row", [
-    {"accuracy": "0.9", "f1": "0.88", "precision": "0.9", "recall": "0.91"},   # no exact match
-    _row_of(tp=18, fn=2, tn=20, fp=0),
-])
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"accuracy": "0.9", "f1": "0.88", "precision": "0.9", "recall": "0.91"},  # no exact match
+        _row_of(tp=18, fn=2, tn=20, fp=0),
+    ],
+)
 def test_ordered_search_equals_brute_force_on_a_small_set(row):
     result = audit_row(row, num_val=40, n_pos_values=range(16, 25))
     matches, best = _brute_force(row, 40, range(16, 25))
@@ -96,6 +99,7 @@ def test_row_missing_a_score_is_rejected():
 
 def test_no_binary_row_of_the_paper_is_consistent():
     from tumorbench.report import load_paper_results
+
     results = audit_rows([row for row in load_paper_results() if row["dataset"] == "br35h"])
     assert len(results) == 24
     assert sum(result["consistent"] for result in results) == 0

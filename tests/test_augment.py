@@ -6,8 +6,18 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from tumorbench.augment import (affine_grid, augment_batch, border_for_rotation, flip, normalize, rotate_and_flip,
-                                rotate_and_flip_nearest, rotation_flip_matrices, source_pixels, to_float)
+from tumorbench.augment import (
+    affine_grid,
+    augment_batch,
+    border_for_rotation,
+    flip,
+    normalize,
+    rotate_and_flip,
+    rotate_and_flip_nearest,
+    rotation_flip_matrices,
+    source_pixels,
+    to_float,
+)
 
 
 def images(b=4, c=3, h=16, w=16, seed=0):
@@ -99,7 +109,9 @@ def test_angles_are_uniform_within_the_limit():
     # the matrix of angle a has sin(a) at [1, 0]: recover the angles from the same draws
     generator = seeded(3)
     angles = (torch.rand(4000, generator=generator) * 2 - 1) * 20.0
-    theta = rotation_flip_matrices(angles, torch.zeros(4000, dtype=torch.bool), torch.zeros(4000, dtype=torch.bool), 8, 8)
+    theta = rotation_flip_matrices(
+        angles, torch.zeros(4000, dtype=torch.bool), torch.zeros(4000, dtype=torch.bool), 8, 8
+    )
     degrees = torch.rad2deg(torch.asin(theta[:, 1, 0]))
     assert degrees.abs().max() <= 20.0 + 1e-4
     assert degrees.abs().max() > 19.9
@@ -167,11 +179,16 @@ def test_cuda_matches_cpu_and_is_reproducible():
     on_cpu = rotate_and_flip(x, angles, *flips)
     on_gpu = rotate_and_flip(x.cuda(), angles.cuda(), flips[0].cuda(), flips[1].cuda())
     assert torch.allclose(on_gpu.cpu(), on_cpu, atol=1e-4)
-    gpu_seeded = lambda: torch.Generator(device="cuda").manual_seed(1)
+
+    def gpu_seeded():
+        return torch.Generator(device="cuda").manual_seed(1)
+
     a = augment_batch(x.cuda(), gpu_seeded(), 20.0, 0.5, 0.5)
     b = augment_batch(x.cuda(), gpu_seeded(), 20.0, 0.5, 0.5)
     assert a.is_cuda and torch.equal(a, b)
-    bf16 = augment_batch(x.cuda().bfloat16().contiguous(memory_format=torch.channels_last), gpu_seeded(), 20.0, 0.5, 0.5)
+    bf16 = augment_batch(
+        x.cuda().bfloat16().contiguous(memory_format=torch.channels_last), gpu_seeded(), 20.0, 0.5, 0.5
+    )
     assert bf16.dtype == torch.bfloat16 and bf16.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(bf16.float(), a, atol=1e-2)
 
@@ -235,9 +252,14 @@ def test_nearest_rotation_stays_inside_its_border_at_every_angle_up_to_the_maxim
 def test_border_is_as_narrow_as_the_turn_allows():
     assert border_for_rotation(0, 128, 128) == 2
     # a 20-degree turn of a 128-pixel square carries a corner 64 * (cos 20 + sin 20 - 1) = 18.0 px out
-    assert border_for_rotation(20, 128, 128) == math.ceil(64 * (math.cos(math.radians(20)) + math.sin(math.radians(20)) - 1)) + 2
+    assert (
+        border_for_rotation(20, 128, 128)
+        == math.ceil(64 * (math.cos(math.radians(20)) + math.sin(math.radians(20)) - 1)) + 2
+    )
     # from 45 degrees on the corner's full reach, half the diagonal
-    assert border_for_rotation(45, 128, 128) == border_for_rotation(180, 128, 128) == math.ceil(64 * math.sqrt(2) - 64) + 2
+    assert (
+        border_for_rotation(45, 128, 128) == border_for_rotation(180, 128, 128) == math.ceil(64 * math.sqrt(2) - 64) + 2
+    )
 
 
 def test_nearest_rotation_refuses_angles_beyond_its_border():

@@ -20,8 +20,13 @@ import yaml
 from tumorbench.download import DownloadError, download, extract_zip, url_cache_folder
 
 PROJECT = Path(__file__).resolve().parents[1]
-SYNTHETIC = {"seed": 1, "br35h_per_class": 3, "figshare_per_class": [2, 3, 2], "figshare_patients": 3,
-             "figshare_size": 48}
+SYNTHETIC = {
+    "seed": 1,
+    "br35h_per_class": 3,
+    "figshare_per_class": [2, 3, 2],
+    "figshare_patients": 3,
+    "figshare_size": 48,
+}
 KAGGLE_PATH = "/api/v1/datasets/download/ahmedhamada0/brain-tumor-detection"
 FAST = dict(retries=2, backoff=0.0, timeout=10.0)
 
@@ -42,16 +47,19 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-PAYLOAD = make_zip({
-    "yes/y0.jpg": os.urandom(50_000),
-    "no/no0.jpg": b"n" * 40_000,
-    "inner.zip": make_zip({"a/b.txt": b"deep", "deeper.zip": make_zip({"c.txt": b"deepest"})}),
-    "__MACOSX/._yes": b"junk",
-    "yes/.DS_Store": b"junk",
-})
+PAYLOAD = make_zip(
+    {
+        "yes/y0.jpg": os.urandom(50_000),
+        "no/no0.jpg": b"n" * 40_000,
+        "inner.zip": make_zip({"a/b.txt": b"deep", "deeper.zip": make_zip({"c.txt": b"deepest"})}),
+        "__MACOSX/._yes": b"junk",
+        "yes/.DS_Store": b"junk",
+    }
+)
 
 
 # ----------------------------------------------------------------- server
+
 
 class Handler(BaseHTTPRequestHandler):
     """Serves the server's `routes` (path -> dict), recording every request's path and headers.
@@ -150,6 +158,7 @@ def check_manifest(out_dir: Path, manifest: dict):
 
 # -------------------------------------------------------------------- url
 
+
 def test_cut_connection_resumes_from_part_file(server, tmp_path):
     server.routes["/files/data.zip"] = {"data": PAYLOAD, "cut": 30_000}
     out, cache = tmp_path / "raw" / "figshare", tmp_path / "cache"
@@ -172,8 +181,9 @@ def test_cut_connection_resumes_from_part_file(server, tmp_path):
 
 def test_retry_within_one_run_and_server_ignoring_range(server, tmp_path):
     server.routes["/files/data.zip"] = {"data": PAYLOAD, "cut": 20_000, "ignore_range": True}
-    manifest = download("br35h", url_spec(server.url + "/files/data.zip"), SYNTHETIC, tmp_path / "out",
-                        tmp_path / "cache", **FAST)
+    manifest = download(
+        "br35h", url_spec(server.url + "/files/data.zip"), SYNTHETIC, tmp_path / "out", tmp_path / "cache", **FAST
+    )
     headers = requests_to(server, "/files/data.zip")
     assert len(headers) == 2 and headers[1]["Range"] == "bytes=20000-"  # asked to resume, got the whole file
     assert manifest["archive_sha256"] == sha(PAYLOAD)
@@ -182,8 +192,9 @@ def test_retry_within_one_run_and_server_ignoring_range(server, tmp_path):
 
 def test_server_errors_are_retried_then_given_up(server, tmp_path):
     server.routes["/flaky.zip"] = {"data": PAYLOAD, "fail": 2}
-    manifest = download("br35h", url_spec(server.url + "/flaky.zip"), SYNTHETIC, tmp_path / "a", tmp_path / "c1",
-                        **FAST)
+    manifest = download(
+        "br35h", url_spec(server.url + "/flaky.zip"), SYNTHETIC, tmp_path / "a", tmp_path / "c1", **FAST
+    )
     assert manifest["archive_sha256"] == sha(PAYLOAD) and len(requests_to(server, "/flaky.zip")) == 3
 
     server.routes["/down.zip"] = {"data": PAYLOAD, "fail": 99}
@@ -209,7 +220,9 @@ def test_sha256_mismatch_deletes_download_and_creates_nothing(server, tmp_path):
 
 def test_filename_from_content_disposition_and_cache_reuse(server, tmp_path):
     server.routes["/ndownloader/articles/1512427/versions/5"] = {
-        "data": PAYLOAD, "disposition": 'attachment; filename="1512427.zip"'}
+        "data": PAYLOAD,
+        "disposition": 'attachment; filename="1512427.zip"',
+    }
     url = server.url + "/ndownloader/articles/1512427/versions/5"
     cache = tmp_path / "cache"
     first = download("figshare", url_spec(url), SYNTHETIC, tmp_path / "out", cache, **FAST)
@@ -266,6 +279,7 @@ def test_failed_rerun_keeps_previous_output_and_success_replaces_it(server, tmp_
 
 # ----------------------------------------------------------------- kaggle
 
+
 @pytest.fixture
 def no_kaggle_env(tmp_path, monkeypatch):
     home = tmp_path / "home"
@@ -289,15 +303,16 @@ def test_kaggle_without_credentials_explains_what_to_do(no_kaggle_env, server, t
     assert server.requests == []
 
 
-def test_kaggle_download_sends_basic_auth_not_to_the_storage_host(no_kaggle_env, server, tmp_path, monkeypatch,
-                                                                  capsys):
+def test_kaggle_download_sends_basic_auth_not_to_the_storage_host(no_kaggle_env, server, tmp_path, monkeypatch, capsys):
     config = no_kaggle_env / ".kaggle"
     config.mkdir()
     secret = "0123456789abcdefsecret"
     (config / "kaggle.json").write_text(json.dumps({"username": "alice", "key": secret}))
     server.routes[KAGGLE_PATH] = {"auth": f"alice:{secret}", "redirect": "/storage/br35h.zip"}
     server.routes["/storage/br35h.zip"] = {
-        "data": PAYLOAD, "disposition": "attachment; filename=brain-tumor-detection.zip"}
+        "data": PAYLOAD,
+        "disposition": "attachment; filename=brain-tumor-detection.zip",
+    }
     monkeypatch.setenv("TUMORBENCH_KAGGLE_API", server.url + "/api/v1")
     manifest = download("br35h", KAGGLE_SPEC, SYNTHETIC, tmp_path / "out", tmp_path / "c", **FAST)
     api_headers = requests_to(server, KAGGLE_PATH)
@@ -316,13 +331,15 @@ def test_kaggle_wrong_key_names_user_not_key(no_kaggle_env, server, tmp_path, mo
     monkeypatch.setenv("KAGGLE_KEY", "wrongkey123")
     server.routes[KAGGLE_PATH] = {"auth": "bob:rightkey", "data": PAYLOAD}
     with pytest.raises(DownloadError, match="401") as error:
-        download("br35h", KAGGLE_SPEC, SYNTHETIC, tmp_path / "out", tmp_path / "c", kaggle_api=server.url + "/api/v1",
-                 **FAST)
+        download(
+            "br35h", KAGGLE_SPEC, SYNTHETIC, tmp_path / "out", tmp_path / "c", kaggle_api=server.url + "/api/v1", **FAST
+        )
     assert "'bob'" in str(error.value) and "wrongkey123" not in str(error.value)
     assert len(requests_to(server, KAGGLE_PATH)) == 1
 
 
 # ------------------------------------------------------------------- path
+
 
 def test_path_source_folder(tmp_path):
     source = tmp_path / "Br35H"
@@ -335,8 +352,9 @@ def test_path_source_folder(tmp_path):
     (source / "__MACOSX" / "junk").write_bytes(b"junk")
     (source / "extra.zip").write_bytes(make_zip({"e.txt": b"e"}))
     out = tmp_path / "out"
-    manifest = download("br35h", {"source": "path", "path": str(source), "url": "", "sha256": ""}, SYNTHETIC, out,
-                        tmp_path / "c")
+    manifest = download(
+        "br35h", {"source": "path", "path": str(source), "url": "", "sha256": ""}, SYNTHETIC, out, tmp_path / "c"
+    )
     assert all_files(out) == {"yes/y0.jpg", "no/no0.jpg", "extra/e.txt", "manifest.json"}
     assert manifest["archive_sha256"] is None and manifest["path"] == str(source)
     assert (source / "extra.zip").exists()  # the user's folder is left alone
@@ -368,6 +386,7 @@ def test_extract_zip_refuses_before_writing_anything(tmp_path):
 
 # -------------------------------------------------------------- synthetic
 
+
 def test_synthetic_source_and_stage_script(tmp_path):
     spec = {"source": "synthetic", "url": "", "path": "", "sha256": ""}
     out, cache = tmp_path / "raw" / "br35h", tmp_path / "cache"
@@ -382,8 +401,13 @@ def test_synthetic_source_and_stage_script(tmp_path):
     params["data"]["figshare"] = {"source": "synthetic", "url": "", "path": "", "sha256": ""}
     params["data"]["synthetic"].update(SYNTHETIC)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, str(PROJECT / "stages" / "download.py"), "figshare"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, str(PROJECT / "stages" / "download.py"), "figshare"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("download@figshare: synthetic: 9 files")
     staged = json.loads((tmp_path / "data" / "raw" / "figshare" / "manifest.json").read_text())

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import TINY, dvc, make_project, run, set_params
+
 from tumorbench.fileio import md5_file
 from tumorbench.params import load_params
 from tumorbench.prepare import prepare
@@ -44,6 +44,7 @@ STATE = Path(".cache/resume") / VARIANT / "state.pt"
 
 # ------------------------------------------------------------------ helpers
 
+
 def tool_env() -> dict:
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     env.pop("DVC_STAGE", None)
@@ -54,8 +55,14 @@ class Background:
     """`dvc repro` in its own session (so one killpg reaches every process it started), output collected live."""
 
     def __init__(self, project: Path, *args: str):
-        self.proc = subprocess.Popen(["dvc", "repro", *args], cwd=project, env=tool_env(), start_new_session=True,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            ["dvc", "repro", *args],
+            cwd=project,
+            env=tool_env(),
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
         self.chunks: list[bytes] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -96,8 +103,11 @@ def copy_project(src: Path, dest: Path) -> Path:
 
 
 def results(project: Path) -> dict[str, bytes]:
-    files = (sorted(project.glob("metrics/*.json")) + sorted(project.glob("reports/*.csv"))
-             + sorted(project.glob("models/*.pt")))
+    files = (
+        sorted(project.glob("metrics/*.json"))
+        + sorted(project.glob("reports/*.csv"))
+        + sorted(project.glob("models/*.pt"))
+    )
     return {str(p.relative_to(project)): p.read_bytes() for p in files}
 
 
@@ -115,6 +125,7 @@ def assert_recovered(project: Path, reference: dict) -> None:
 
 # ------------------------------------------------------------------ fixtures
 
+
 @pytest.fixture(scope="module")
 def upstream(tmp_path_factory) -> Path:
     """A workspace whose data stages ran (download, prepare, split): each kill test copies it."""
@@ -128,8 +139,11 @@ def reference(upstream, tmp_path_factory) -> dict:
     """The same workspace run to the end without interruption."""
     project = copy_project(upstream, tmp_path_factory.mktemp("faults") / "reference")
     dvc("repro", cwd=project)
-    return {"project": project, "results": results(project),
-            "checkpoint_md5": md5_file(project / "models" / f"{VARIANT}.pt")}
+    return {
+        "project": project,
+        "results": results(project),
+        "checkpoint_md5": md5_file(project / "models" / f"{VARIANT}.pt"),
+    }
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +166,7 @@ def path_source(folder: Path, **more) -> dict:
 
 # ------------------------------------------------------------------ killed
 
+
 def test_killed_during_prepare_reruns_to_identical_outputs(br35h_images, tmp_path):
     project = make_project(tmp_path / "project", **path_source(br35h_images))
     dvc("repro", "download@br35h", cwd=project)
@@ -165,7 +180,11 @@ def test_killed_during_prepare_reruns_to_identical_outputs(br35h_images, tmp_pat
     result = dvc("repro", "prepare@br35h", cwd=project)
     log = result.stdout + result.stderr
     assert KILLED_LOCK_WARNING in log and "prepare@br35h: 600 samples" in log
-    assert sorted(p.name for p in prepared.iterdir()) == ["images.npy", "index.csv", "report.json"]  # no temporary files left
+    assert sorted(p.name for p in prepared.iterdir()) == [
+        "images.npy",
+        "index.csv",
+        "report.json",
+    ]  # no temporary files left
     expected = tmp_path / "uninterrupted"
     prepare(project / "data" / "raw" / "br35h", expected, image_size=32, max_unreadable=0.01, dataset_name="br35h")
     for name in ("images.npy", "index.csv", "report.json"):
@@ -179,8 +198,10 @@ def killed_training_resumes(upstream, reference, tmp_path, mid_epoch: bool) -> N
     if mid_epoch:  # wait for a progress line of the next epoch's steps: 0 < step < steps
         offset = len(repro.text)
         step = re.compile(r"train:\s+\d+%\|[^|\r\n]*\|\s*([1-9]\d*)/(\d+)")
-        repro.wait_for(lambda: any(int(n) < int(total) for n, total in step.findall(repro.text[offset:])),
-                       "a training step inside the second epoch")
+        repro.wait_for(
+            lambda: any(int(n) < int(total) for n, total in step.findall(repro.text[offset:])),
+            "a training step inside the second epoch",
+        )
     repro.kill()
     epoch = torch.load(project / STATE, weights_only=True)["epoch"]
     assert 1 <= epoch < EPOCHS
@@ -224,8 +245,12 @@ def test_killed_during_evaluate_reruns_to_identical_metrics(reference, tmp_path)
 def test_corrupted_resume_state_is_ignored_and_training_starts_over(tmp_path, capsys):
     """A resume state is written atomically, so a kill cannot tear it; a disk can. An unreadable one
     costs the epochs it held, never a wrong result."""
-    cfg = replace(TrainConfig.from_params(load_params(Path(__file__).resolve().parents[1] / "params.yaml"), "scratch"),
-                  epochs=2, batch_size=8, device="cpu")
+    cfg = replace(
+        TrainConfig.from_params(load_params(Path(__file__).resolve().parents[1] / "params.yaml"), "scratch"),
+        epochs=2,
+        batch_size=8,
+        device="cpu",
+    )
     rng = np.random.default_rng(0)
     images = rng.integers(0, 255, size=(24, 3, 8, 8), dtype=np.uint8)
     labels = np.arange(24) % 2
@@ -233,8 +258,20 @@ def test_corrupted_resume_state_is_ignored_and_training_starts_over(tmp_path, ca
     def train(name: str) -> str:
         torch.manual_seed(0)
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
-        fit(model, images, labels, images, labels, cfg, checkpoint_path=tmp_path / name, live_dir=None,
-            fingerprint="f", checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+        fit(
+            model,
+            images,
+            labels,
+            images,
+            labels,
+            cfg,
+            checkpoint_path=tmp_path / name,
+            live_dir=None,
+            fingerprint="f",
+            checkpoint_meta={},
+            resume_dir=tmp_path / "resume",
+            progress=False,
+        )
         return md5_file(tmp_path / name)
 
     uninterrupted = train("a.pt")
@@ -245,6 +282,7 @@ def test_corrupted_resume_state_is_ignored_and_training_starts_over(tmp_path, ca
 
 
 # ------------------------------------------------------------------ damaged checkpoints
+
 
 def stage_script(project: Path, command: str) -> subprocess.CompletedProcess:
     """`python stages/<command>` run by hand in the project, e.g. command "evaluate.py br35h resnet18 scratch"."""
@@ -312,14 +350,18 @@ def test_checkpoint_with_pickle_payload_is_refused(reference, tmp_path):
 
 # ------------------------------------------------------------------ damaged inputs
 
+
 def add_bad_files(folder: Path) -> dict[str, str]:
     """A truncated JPEG, an empty file and a text file named .jpg; returns path -> expected reason."""
     real = next((folder / "yes").iterdir()).read_bytes()
     (folder / "yes" / "y_truncated.jpg").write_bytes(real[: len(real) // 3])
     (folder / "no" / "no_empty.jpg").write_bytes(b"")
     (folder / "yes" / "y_notes.jpg").write_text("scanner notes, not an image\n")
-    return {"yes/y_truncated.jpg": "cannot decode", "no/no_empty.jpg": "empty file",
-            "yes/y_notes.jpg": "not an image file"}
+    return {
+        "yes/y_truncated.jpg": "cannot decode",
+        "no/no_empty.jpg": "empty file",
+        "yes/y_notes.jpg": "not an image file",
+    }
 
 
 def test_unreadable_inputs_are_reported_and_excluded_then_fail_over_threshold(shared_data, tmp_path):
@@ -354,6 +396,7 @@ def test_unreadable_inputs_are_reported_and_excluded_then_fail_over_threshold(sh
 
 # ------------------------------------------------------------------ concurrency
 
+
 def test_two_repro_at_once_one_refused_nothing_corrupted(reference, tmp_path):
     project = copy_project(reference["project"], tmp_path / "project")
     touch_evaluate_code(project)  # evaluate@ has to run again
@@ -368,11 +411,15 @@ def test_two_repro_at_once_one_refused_nothing_corrupted(reference, tmp_path):
 
 # ------------------------------------------------------------------ invalid params
 
-@pytest.mark.parametrize("override, key", [
-    ({"models": ["resnet19"]}, "models"),
-    ({"train__epochs": -1}, "train.epochs"),
-    ({"train__batch_size": 0}, "train.batch_size"),
-])
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"models": ["resnet19"]}, "models"),
+        ({"train__epochs": -1}, "train.epochs"),
+        ({"train__batch_size": 0}, "train.batch_size"),
+    ],
+)
 def test_invalid_params_fail_before_any_work_naming_the_key(tmp_path, override, key):
     project = make_project(tmp_path / "project", **{**FAULT, **override})
     result = dvc("repro", cwd=project, check=False)
@@ -407,17 +454,22 @@ def test_every_stage_reports_a_user_error_in_one_line_naming_the_stage(tmp_path)
     # A param changed after the data stages ran reaches the later stages first: each must print
     # the message on one line under its dvc.yaml name, not a traceback that buries it.
     project = make_project(tmp_path / "project", **{**FAULT, "train__precision": "fp16"})
-    for command, name in [("download.py br35h", "download@br35h"), ("prepare.py br35h", "prepare@br35h"),
-                          ("split.py br35h", "split@br35h"),
-                          ("train.py br35h resnet18 scratch", "train@br35h-resnet18-scratch"),
-                          ("evaluate.py br35h resnet18 scratch", "evaluate@br35h-resnet18-scratch"),
-                          ("aggregate.py", "aggregate")]:
-        assert_one_line_error(stage_script(project, command),
-                              f"{name}: params.yaml: train.precision = 'fp16' is invalid; allowed:")
+    for command, name in [
+        ("download.py br35h", "download@br35h"),
+        ("prepare.py br35h", "prepare@br35h"),
+        ("split.py br35h", "split@br35h"),
+        ("train.py br35h resnet18 scratch", "train@br35h-resnet18-scratch"),
+        ("evaluate.py br35h resnet18 scratch", "evaluate@br35h-resnet18-scratch"),
+        ("aggregate.py", "aggregate"),
+    ]:
+        assert_one_line_error(
+            stage_script(project, command), f"{name}: params.yaml: train.precision = 'fp16' is invalid; allowed:"
+        )
     # Inputs an earlier stage should have written, run by hand out of order.
     set_params(project, train__precision="auto")
-    assert_one_line_error(stage_script(project, "train.py br35h resnet18 scratch"),
-                          "train@br35h-resnet18-scratch: data/prepared/br35h/images.npy is missing: "
-                          "run `dvc repro split@br35h` first")
+    assert_one_line_error(
+        stage_script(project, "train.py br35h resnet18 scratch"),
+        "train@br35h-resnet18-scratch: data/prepared/br35h/images.npy is missing: run `dvc repro split@br35h` first",
+    )
     usage = stage_script(project, "train.py br35h resnet18")
     assert usage.returncode == 1 and usage.stderr.strip() == "usage: python stages/train.py <dataset> <model> <init>"

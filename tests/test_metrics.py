@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from tumorbench.metrics import (batch_mean_metrics, confusion, dataset_metrics, roc_auc_per_class,
-                                roc_points, scores_from_confusion)
+from tumorbench.metrics import (
+    batch_mean_metrics,
+    confusion,
+    dataset_metrics,
+    roc_auc_per_class,
+    roc_points,
+    scores_from_confusion,
+)
 
 
 def _probs_for(y_pred, num_classes, seed):
@@ -35,8 +41,7 @@ def test_dataset_metrics_equal_sklearn(y_true, y_pred, k):
     }
     for name, value in expected.items():
         assert ours[name] == pytest.approx(value, abs=1e-12), name
-    np.testing.assert_array_equal(confusion(y_true, y_pred, k),
-                                  skm.confusion_matrix(y_true, y_pred, labels=labels))
+    np.testing.assert_array_equal(confusion(y_true, y_pred, k), skm.confusion_matrix(y_true, y_pred, labels=labels))
 
 
 def test_macro_f1_is_mean_of_per_class_f1_not_f1_of_means():
@@ -61,15 +66,17 @@ def test_loss_clips_zero_probability():
 def _sklearn_batch_mean(y_true, y_pred, probs, batch_size):
     per_batch = []
     for start in range(0, len(y_true), batch_size):
-        t, p = y_true[start:start + batch_size], y_pred[start:start + batch_size]
-        pr = probs[start:start + batch_size]
-        per_batch.append([
-            skm.accuracy_score(t, p),
-            skm.f1_score(t, p, average="macro", zero_division=0),
-            skm.precision_score(t, p, average="macro", zero_division=0),
-            skm.recall_score(t, p, average="macro", zero_division=0),
-            -np.mean(np.log(pr[np.arange(len(t)), t])),
-        ])
+        t, p = y_true[start : start + batch_size], y_pred[start : start + batch_size]
+        pr = probs[start : start + batch_size]
+        per_batch.append(
+            [
+                skm.accuracy_score(t, p),
+                skm.f1_score(t, p, average="macro", zero_division=0),
+                skm.precision_score(t, p, average="macro", zero_division=0),
+                skm.recall_score(t, p, average="macro", zero_division=0),
+                -np.mean(np.log(pr[np.arange(len(t)), t])),
+            ]
+        )
     return dict(zip(("accuracy", "f1", "precision", "recall", "loss"), np.mean(per_batch, axis=0)))
 
 

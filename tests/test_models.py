@@ -8,8 +8,14 @@ from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch import utils as effnet_utils
 from torch import nn
 
-from tumorbench.models import (TORCHVISION_MODELS, PretrainedWeightsMissing, build_model, download_weights,
-                               model_flops, weights_path)
+from tumorbench.models import (
+    TORCHVISION_MODELS,
+    PretrainedWeightsMissing,
+    build_model,
+    download_weights,
+    model_flops,
+    weights_path,
+)
 from tumorbench.params import MODELS
 
 SIZE = 64
@@ -169,8 +175,11 @@ def test_silu_and_folded_padding_give_the_package_models_outputs_and_gradients(e
     model, _ = build_model("efficientnet-b0", 3, "scratch", SIZE)
     kinds = {type(m) for m in model.modules()}
     assert nn.SiLU in kinds and effnet_utils.MemoryEfficientSwish not in kinds
-    pads = [m.static_padding.padding for m in model.modules() if isinstance(m, effnet_utils.Conv2dStaticSamePadding)
-            and isinstance(m.static_padding, nn.ZeroPad2d)]
+    pads = [
+        m.static_padding.padding
+        for m in model.modules()
+        if isinstance(m, effnet_utils.Conv2dStaticSamePadding) and isinstance(m.static_padding, nn.ZeroPad2d)
+    ]
     assert pads and all(left != right or top != bottom for left, right, top, bottom in pads)  # asymmetric ones stay
     assert sum(m.padding != (0, 0) for m in model.modules() if isinstance(m, nn.Conv2d)) == 12  # B0's stride-1 3x3/5x5
     reference = EfficientNet.from_name("efficientnet-b0", num_classes=3, image_size=SIZE)  # memory-efficient swish

@@ -22,24 +22,27 @@ def test_committed_profiles_are_valid():
     assert paper["data"]["image_size"] == 224 and paper["train"]["epochs"] == 100
 
 
-@pytest.mark.parametrize("key, value, needle", [
-    ("datasets", ["br35h", "mnist"], "datasets"),
-    ("models", ["resnet19"], "models"),
-    ("inits", ["random"], "inits"),
-    ("data.image_size", 16, "data.image_size"),
-    ("data.max_unreadable", 1.5, "data.max_unreadable"),
-    ("data.br35h.source", "ftp", "data.br35h.source"),
-    ("data.figshare.source", "path", "data.figshare.path"),
-    ("split.val_fraction", 0.0, "split.val_fraction"),
-    ("split.val_fraction", 1.0, "split.val_fraction"),
-    ("split.group_by", "hospital", "split.group_by"),
-    ("train.epochs", -1, "train.epochs"),
-    ("train.batch_size", 0, "train.batch_size"),
-    ("train.device", "tpu", "train.device"),
-    ("train.precision", "fp16", "train.precision"),
-    ("train.compile", 1, "train.compile"),
-    ("train.compile", "fast", "reduce-overhead"),
-])
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("datasets", ["br35h", "mnist"], "datasets"),
+        ("models", ["resnet19"], "models"),
+        ("inits", ["random"], "inits"),
+        ("data.image_size", 16, "data.image_size"),
+        ("data.max_unreadable", 1.5, "data.max_unreadable"),
+        ("data.br35h.source", "ftp", "data.br35h.source"),
+        ("data.figshare.source", "path", "data.figshare.path"),
+        ("split.val_fraction", 0.0, "split.val_fraction"),
+        ("split.val_fraction", 1.0, "split.val_fraction"),
+        ("split.group_by", "hospital", "split.group_by"),
+        ("train.epochs", -1, "train.epochs"),
+        ("train.batch_size", 0, "train.batch_size"),
+        ("train.device", "tpu", "train.device"),
+        ("train.precision", "fp16", "train.precision"),
+        ("train.compile", 1, "train.compile"),
+        ("train.compile", "fast", "reduce-overhead"),
+    ],
+)
 def test_invalid_values_name_the_key_and_allowed_values(params, key, value, needle):
     bad = copy.deepcopy(params)
     node = bad

@@ -11,8 +11,8 @@ import pytest
 import torch
 import torchvision
 import yaml
-
 from conftest import TINY, dvc, make_project
+
 from tumorbench.data import read_index
 from tumorbench.fileio import md5_file
 from tumorbench.metrics import dataset_metrics
@@ -113,8 +113,18 @@ def test_experiment_with_more_epochs_shows_in_metrics_diff(tiny_project, torch_h
 
     run(["git", "add", "-A"], cwd=tiny_project)
     run(["git", "commit", "-qm", "baseline results"], cwd=tiny_project)
-    dvc("exp", "run", "-S", "train.epochs=3", "-S", "datasets=[br35h]", "-S", "inits=[scratch]",
-        cwd=tiny_project, env={"TORCH_HOME": str(torch_home)})
+    dvc(
+        "exp",
+        "run",
+        "-S",
+        "train.epochs=3",
+        "-S",
+        "datasets=[br35h]",
+        "-S",
+        "inits=[scratch]",
+        cwd=tiny_project,
+        env={"TORCH_HOME": str(torch_home)},
+    )
     diff = json.loads(dvc("metrics", "diff", "--json", cwd=tiny_project).stdout)
     changed = diff.get("diff", diff)["metrics/br35h-resnet18-scratch.json"]
     assert changed["epochs"]["old"] == 2 and changed["epochs"]["new"] == 3
@@ -122,10 +132,12 @@ def test_experiment_with_more_epochs_shows_in_metrics_diff(tiny_project, torch_h
 
 
 def test_real_data_from_local_copies_gives_the_published_counts(tmp_path, shared_data):
-    project = make_project(tmp_path / "project", data__image_size=32,
-                           data__br35h={"source": "path", "path": str(shared_data / "br35h"), "url": "", "sha256": ""},
-                           data__figshare={"source": "path", "path": str(shared_data / "figshare-jpg"), "url": "",
-                                           "sha256": ""})
+    project = make_project(
+        tmp_path / "project",
+        data__image_size=32,
+        data__br35h={"source": "path", "path": str(shared_data / "br35h"), "url": "", "sha256": ""},
+        data__figshare={"source": "path", "path": str(shared_data / "figshare-jpg"), "url": "", "sha256": ""},
+    )
     dvc("repro", "split@br35h", "split@figshare", cwd=project)
     br35h = json.loads((project / "data/prepared/br35h/report.json").read_text())
     figshare = json.loads((project / "data/prepared/figshare/report.json").read_text())
@@ -153,8 +165,20 @@ def test_real_br35h_resnet18_from_scratch_reaches_80_percent_in_5_epochs_at_64px
     cfg.epochs = 5
     torch.manual_seed(0)
     model, _ = build_model("resnet18", 2, "scratch", 64)
-    fit(model, images[train], labels[train], images[val], labels[val], cfg, checkpoint_path=tmp_path / "best.pt",
-        live_dir=None, fingerprint="real", checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+    fit(
+        model,
+        images[train],
+        labels[train],
+        images[val],
+        labels[val],
+        cfg,
+        checkpoint_path=tmp_path / "best.pt",
+        live_dir=None,
+        fingerprint="real",
+        checkpoint_meta={},
+        resume_dir=tmp_path / "resume",
+        progress=False,
+    )
     model.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True)["model"])
     probs = predict(model, torch.from_numpy(images[val]), cfg).double().numpy()
     metrics = dataset_metrics(labels[val], probs.argmax(1), probs, 2)

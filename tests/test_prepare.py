@@ -30,7 +30,7 @@ def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
 
 
 def gradient(mode: str = "RGB", size=(48, 40)) -> Image.Image:
-    y, x = np.mgrid[0:size[1], 0:size[0]]
+    y, x = np.mgrid[0 : size[1], 0 : size[0]]
     rgb = np.stack([x * 5 % 256, y * 6 % 256, (x + y) * 3 % 256], axis=-1).astype(np.uint8)
     return Image.fromarray(rgb, "RGB").convert(mode)
 
@@ -43,18 +43,18 @@ def write_messy_br35h(root: Path) -> dict[str, str]:
     palette = gradient().quantize(16)
     files = {
         "yes/y0.jpg": good_jpeg,
-        "yes/y1.jpg": encode(gradient(), "PNG"),                 # PNG under a .jpg name
-        "yes/y2.jpg": encode(palette, "PNG"),                    # palette
-        "yes/y3.jpg": encode(rgba, "PNG"),                       # RGBA
-        "yes/y10.jpg": good_jpeg,                                # duplicate of y0
+        "yes/y1.jpg": encode(gradient(), "PNG"),  # PNG under a .jpg name
+        "yes/y2.jpg": encode(palette, "PNG"),  # palette
+        "yes/y3.jpg": encode(rgba, "PNG"),  # RGBA
+        "yes/y10.jpg": good_jpeg,  # duplicate of y0
         "no/no0.jpg": encode(gradient("L"), "JPEG"),
         "no/No1.jpg": encode(gradient("L", (30, 60)), "PNG"),
         "no/no2.jpg": encode(gradient("CMYK"), "JPEG"),
         "no/no3.jpeg": encode(gradient(), "JPEG", quality=50),
-        "no/no4.jpg": good_jpeg[: len(good_jpeg) // 2],          # truncated
-        "no/no5.jpg": b"",                                       # empty
-        "yes/y4.jpg": b"<html>404 not found</html>\n",           # text named .jpg
-        "pred/pred0.jpg": good_jpeg,                             # unlabeled: not a sample
+        "no/no4.jpg": good_jpeg[: len(good_jpeg) // 2],  # truncated
+        "no/no5.jpg": b"",  # empty
+        "yes/y4.jpg": b"<html>404 not found</html>\n",  # text named .jpg
+        "pred/pred0.jpg": good_jpeg,  # unlabeled: not a sample
     }
     for rel, data in files.items():
         path = root / "Br35H" / rel
@@ -88,7 +88,16 @@ def test_prepare_small_tree(tmp_path):
     rows = read_index(out / "index.csv")
     assert list(rows[0]) == INDEX_COLUMNS
     assert [r["sample_id"] for r in rows] == [
-        "no/no0", "no/No1", "no/no2", "no/no3", "yes/y0", "yes/y1", "yes/y2", "yes/y3", "yes/y10"]
+        "no/no0",
+        "no/No1",
+        "no/no2",
+        "no/no3",
+        "yes/y0",
+        "yes/y1",
+        "yes/y2",
+        "yes/y3",
+        "yes/y10",
+    ]
     images = np.load(out / "images.npy")
     assert images.shape == (9, 3, 32, 32) and images.dtype == np.uint8
     for i, row in enumerate(rows):
@@ -163,8 +172,9 @@ def test_prepare_mat_files(shared_data, tmp_path):
 
 def test_prepare_real_br35h_all_decode(shared_data, tmp_path):
     start = time.time()
-    report = prepare(shared_data / "br35h", tmp_path / "out", image_size=32, max_unreadable=0.0,
-                     dataset_name="br35h")  # 3000 files: goes through the process pool
+    report = prepare(
+        shared_data / "br35h", tmp_path / "out", image_size=32, max_unreadable=0.0, dataset_name="br35h"
+    )  # 3000 files: goes through the process pool
     seconds = time.time() - start
     assert report["counts"] == {"no": 1500, "yes": 1500} and report["unreadable"] == []
     assert ["no/no355.jpg", "no/no532.jpg"] in report["duplicates"]
@@ -182,13 +192,15 @@ def test_prepare_stage_script(tmp_path):
     params["data"]["image_size"] = 32
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     write_messy_br35h(tmp_path / "data" / "raw" / "br35h")
-    result = subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py"), "br35h"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "prepare.py"), "br35h"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode != 0 and "data.max_unreadable" in result.stderr  # 3 of 12 > 0.01
     params["data"]["max_unreadable"] = 0.5
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, str(ROOT / "stages" / "prepare.py"), "br35h"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "prepare.py"), "br35h"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     assert "9 samples (no 4, yes 5)" in result.stdout and "3 unreadable" in result.stdout
     assert np.load(tmp_path / "data" / "prepared" / "br35h" / "images.npy").shape == (9, 3, 32, 32)

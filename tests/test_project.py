@@ -25,8 +25,10 @@ def test_dvc_yaml_paths_are_the_ones_the_library_writes():
     assert str(variant.roc_dir) in stages["evaluate"]["outs"]
     assert stages["evaluate"]["metrics"] == [str(variant.metrics)]
     # every library module a stage imports is among its dependencies
-    for name, modules in {"train": ["training", "models", "augment", "data"],
-                          "evaluate": ["evaluation", "metrics"]}.items():
+    for name, modules in {
+        "train": ["training", "models", "augment", "data"],
+        "evaluate": ["evaluation", "metrics"],
+    }.items():
         for module in modules:
             assert f"src/tumorbench/{module}.py" in stages[name]["deps"]
 

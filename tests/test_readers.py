@@ -13,11 +13,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tumorbench.readers import (ReaderError, UnreadableImage, decode_image, decode_record, detect_reader,
-                                natural_key, read_mat_slice, read_samples)
-
+from tumorbench.readers import (
+    ReaderError,
+    UnreadableImage,
+    decode_image,
+    decode_record,
+    detect_reader,
+    natural_key,
+    read_mat_slice,
+    read_samples,
+)
 
 # ------------------------------------------------------------------ helpers
+
 
 def save_image(path: Path, size=(40, 30), mode="RGB", color=(200, 100, 50), fmt="JPEG") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +58,7 @@ def extract_nested(archive: Path, dest: Path) -> Path:
 
 # ---------------------------------------------------------- real data: Br35H
 
+
 def test_br35h_real_records(shared_data):
     records, class_names, reader = read_samples(shared_data / "br35h")
     assert reader == "br35h" and class_names == ["no", "yes"]
@@ -78,6 +87,7 @@ def test_br35h_real_png_named_jpg_decode(shared_data):
 
 # ---------------------------------------------------- real data: figshare jpg
 
+
 def test_figshare_jpg_real_records(shared_data):
     records, class_names, reader = read_samples(shared_data / "figshare-jpg")
     assert reader == "folder"
@@ -98,6 +108,7 @@ def test_figshare_jpg_real_records(shared_data):
 
 
 # ---------------------------------------------------- real data: figshare mat
+
 
 def test_figshare_mat_real_records_match_metadata(shared_data):
     records, class_names, reader = read_samples(shared_data / "figshare-mat-sample")
@@ -123,7 +134,9 @@ def test_figshare_mat_orientation_matches_jpg_copy(shared_data):
         copy = np.asarray(Image.open(jpg).convert("L"), dtype=np.float64)
         assert np.corrcoef(image.ravel(), copy.ravel())[0, 1] > 0.9
         assert np.corrcoef(image.T.ravel(), copy.ravel())[0, 1] < 0.8  # the untransposed array would not match
-        jpg_mask = np.asarray(Image.open(shared_data / "figshare-jpg" / "masks" / f"{sample_id}.jpg").convert("L")) > 127
+        jpg_mask = (
+            np.asarray(Image.open(shared_data / "figshare-jpg" / "masks" / f"{sample_id}.jpg").convert("L")) > 127
+        )
         assert (mask & jpg_mask).sum() / (mask | jpg_mask).sum() > 0.9
         rows, cols = mat["border"][:, 1].astype(int) - 1, mat["border"][:, 0].astype(int) - 1  # [x, y], 1-based
         assert mask[rows, cols].mean() > 0.9
@@ -149,6 +162,7 @@ def test_mat_reader_skips_cvind_and_flags_broken_files(shared_data, tmp_path):
 
 
 # ------------------------------------------------------ generated layouts
+
 
 def test_br35h_layout_nested_with_junk(tmp_path):
     root = tmp_path / "raw"
@@ -203,7 +217,12 @@ def test_folder_layout_masks_beside_a_class_is_not_a_class(tmp_path):
 
 
 def test_folder_layout_metadata_orders_classes_and_gives_patients(tmp_path):
-    rows = [("1", "P1", 1, "meningioma"), ("2", "P2", 2, "glioma"), ("3", "P2", 2, "glioma"), ("4", "P3", 3, "pituitary")]
+    rows = [
+        ("1", "P1", 1, "meningioma"),
+        ("2", "P2", 2, "glioma"),
+        ("3", "P2", 2, "glioma"),
+        ("4", "P3", 3, "pituitary"),
+    ]
     for sample_id, _, _, name in rows:
         save_image(tmp_path / "images" / name / f"{sample_id}.jpg")
     save_image(tmp_path / "masks" / "1.jpg")
@@ -213,7 +232,11 @@ def test_folder_layout_metadata_orders_classes_and_gives_patients(tmp_path):
     records, class_names, _ = read_samples(tmp_path)
     assert class_names == ["meningioma", "glioma", "pituitary"]
     assert [(r["sample_id"], r["label"], r["patient_id"]) for r in records] == [
-        ("1", 0, "P1"), ("2", 1, "P2"), ("3", 1, "P2"), ("4", 2, "P3")]
+        ("1", 0, "P1"),
+        ("2", 1, "P2"),
+        ("3", 1, "P2"),
+        ("4", 2, "P3"),
+    ]
 
     meta.write_text("sample_id,pid,label,label_name\n1,P1,1,meningioma\n")
     with pytest.raises(ReaderError, match="3 images have no row"):
@@ -243,17 +266,21 @@ def test_nothing_recognisable_names_folder_and_layouts(tmp_path):
 
 # ------------------------------------------------------------------ decoding
 
-@pytest.mark.parametrize("mode,color,expected", [
-    ("RGB", (200, 100, 50), (200, 100, 50)),
-    ("L", 77, (77, 77, 77)),
-    ("1", 1, (255, 255, 255)),
-    ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
-    ("RGBA", (200, 100, 50, 255), (200, 100, 50)),
-    ("RGBA", (200, 100, 50, 0), (0, 0, 0)),   # fully transparent: black
-    ("LA", (200, 128), (100, 100, 100)),      # half transparent grey on black
-    ("I;16", 4000, (0, 0, 0)),                # constant image: min-max scaling gives 0
-    ("F", 0.5, (0, 0, 0)),
-])
+
+@pytest.mark.parametrize(
+    "mode,color,expected",
+    [
+        ("RGB", (200, 100, 50), (200, 100, 50)),
+        ("L", 77, (77, 77, 77)),
+        ("1", 1, (255, 255, 255)),
+        ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
+        ("RGBA", (200, 100, 50, 255), (200, 100, 50)),
+        ("RGBA", (200, 100, 50, 0), (0, 0, 0)),  # fully transparent: black
+        ("LA", (200, 128), (100, 100, 100)),  # half transparent grey on black
+        ("I;16", 4000, (0, 0, 0)),  # constant image: min-max scaling gives 0
+        ("F", 0.5, (0, 0, 0)),
+    ],
+)
 def test_decode_image_modes(mode, color, expected):
     image = Image.new(mode, (50, 20), color)
     fmt = "JPEG" if mode == "CMYK" else ("TIFF" if mode == "F" else "PNG")
@@ -291,12 +318,13 @@ def test_decode_image_unreadable(tmp_path):
     with pytest.raises(UnreadableImage, match="not an image"):
         decode_image(b"this is text, not a JPEG\n", 8)
     with pytest.raises(UnreadableImage, match="cannot decode"):
-        decode_image(good[:len(good) // 2], 8)
+        decode_image(good[: len(good) // 2], 8)
     with pytest.raises(UnreadableImage, match="not an image"):
         decode_image(np.zeros(100, np.uint8).tobytes(), 8)
 
 
 # ------------------------------------------------ the project's own sample data
+
 
 @pytest.fixture
 def synthetic():

@@ -14,8 +14,13 @@ ERRORS = {"resnet18": [0, 1], "efficientnet-b0": list(range(10))}
 
 
 def _params(models):
-    return {"datasets": ["br35h"], "models": models, "inits": ["scratch"],
-            "train": {"batch_size": 32}, "eval": {"bootstrap": 200, "seed": 0}}
+    return {
+        "datasets": ["br35h"],
+        "models": models,
+        "inits": ["scratch"],
+        "train": {"batch_size": 32},
+        "eval": {"bootstrap": 200, "seed": 0},
+    }
 
 
 def _write_variant(root, model, errors, epochs=3, sample_ids=None):
@@ -32,19 +37,30 @@ def _write_variant(root, model, errors, epochs=3, sample_ids=None):
         for row in zip(sample_ids, y_true, y_pred, probs[:, 0], probs[:, 1]):
             writer.writerow(row)
     metrics = dataset_metrics(y_true, y_pred, probs, 2)
-    metrics.update(batch=batch_mean_metrics(y_true, y_pred, probs, 32), best_epoch=epochs - 1,
-                   epochs=epochs, num_val=N_VAL,
-                   provenance={"prepared_images_md5": "a" * 32, "prepared_index_md5": "b" * 32,
-                               "split_md5": "c" * 32, "checkpoint_md5": model[:4] * 8,
-                               "weights_md5": None, "params_hash": "d" * 64})
+    metrics.update(
+        batch=batch_mean_metrics(y_true, y_pred, probs, 32),
+        best_epoch=epochs - 1,
+        epochs=epochs,
+        num_val=N_VAL,
+        provenance={
+            "prepared_images_md5": "a" * 32,
+            "prepared_index_md5": "b" * 32,
+            "split_md5": "c" * 32,
+            "checkpoint_md5": model[:4] * 8,
+            "weights_md5": None,
+            "params_hash": "d" * 64,
+        },
+    )
     (root / "metrics").mkdir(exist_ok=True)
     (root / "metrics" / f"{variant}.json").write_text(json.dumps(metrics))
     folder = root / "dvclive" / variant / "plots" / "metrics" / "val"
     folder.mkdir(parents=True)
-    (folder / "loss.tsv").write_text("step\tloss\n" + "".join(
-        f"{step}\t{1.0 / (step + 1) + len(errors) / 100}\n" for step in range(epochs)))
-    (folder.parent / "lr.tsv").write_text("timestamp\tstep\tlr\n" + "".join(
-        f"{1000 + step}\t{step}\t0.001\n" for step in range(epochs)))
+    (folder / "loss.tsv").write_text(
+        "step\tloss\n" + "".join(f"{step}\t{1.0 / (step + 1) + len(errors) / 100}\n" for step in range(epochs))
+    )
+    (folder.parent / "lr.tsv").write_text(
+        "timestamp\tstep\tlr\n" + "".join(f"{1000 + step}\t{step}\t0.001\n" for step in range(epochs))
+    )
     return metrics
 
 
@@ -68,10 +84,14 @@ def test_paper_results_has_48_rows_as_printed():
     b7 = next(row for row in rows if row["table"] == "1" and row["model"] == "efficientnet-b7")
     assert b7["accuracy"] == "0.995833" and b7["loss"] == "0.018193"
     assert {(row["table"], row["dataset"], row["init"]) for row in rows} == {
-        ("1", "br35h", "scratch"), ("2", "br35h", "imagenet"),
-        ("3", "figshare", "scratch"), ("4", "figshare", "imagenet")}
-    assert all(len(row[name].split(".")[1]) == 6 for row in rows
-               for name in ("accuracy", "f1", "precision", "recall", "loss"))
+        ("1", "br35h", "scratch"),
+        ("2", "br35h", "imagenet"),
+        ("3", "figshare", "scratch"),
+        ("4", "figshare", "imagenet"),
+    }
+    assert all(
+        len(row[name].split(".")[1]) == 6 for row in rows for name in ("accuracy", "f1", "precision", "recall", "loss")
+    )
 
 
 def test_table_csv_has_ours_paper_difference_and_ci(report):
@@ -111,7 +131,7 @@ def test_best_markers_and_mcnemar(report):
     assert float(rows["resnet18"]["mcnemar_p"]) == 1.0
     b0 = rows["efficientnet-b0"]
     assert (b0["mcnemar_b"], b0["mcnemar_c"]) == ("8", "0")
-    assert float(b0["mcnemar_p"]) == pytest.approx(2 * 0.5 ** 8)
+    assert float(b0["mcnemar_p"]) == pytest.approx(2 * 0.5**8)
     assert b0["significant"] == "yes"
     markdown = (root / "reports" / "br35h-scratch.md").read_text()
     assert "| ResNet-18 | ours |" in markdown and "| EfficientNet-B7 | paper |" in markdown
@@ -120,8 +140,12 @@ def test_best_markers_and_mcnemar(report):
 
 def test_all_four_tables_are_written_with_paper_values(report):
     root, _, _ = report
-    for name, first_accuracy in [("br35h-scratch", "0.988333"), ("br35h-imagenet", "0.990833"),
-                                 ("figshare-scratch", "0.965742"), ("figshare-imagenet", "0.970636")]:
+    for name, first_accuracy in [
+        ("br35h-scratch", "0.988333"),
+        ("br35h-imagenet", "0.990833"),
+        ("figshare-scratch", "0.965742"),
+        ("figshare-imagenet", "0.970636"),
+    ]:
         rows = _read_csv(root / "reports" / f"{name}.csv")
         assert len(rows) == 12 and rows[0]["accuracy_paper"] == first_accuracy
         assert (root / "reports" / f"{name}.md").exists()

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY, dvc, make_project, run
 
 CACHED = "Stage '{}' is cached - skipping run, checking out outputs"
@@ -109,8 +108,10 @@ def test_workers_run_disjoint_slices_and_a_clone_assembles_them(origin):
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     env.pop("DVC_STAGE", None)
     slices = [["dvc", "repro", "evaluate@br35h-resnet18-scratch"], ["dvc", "repro", "--glob", "evaluate@figshare-*"]]
-    procs = [subprocess.Popen(cmd, cwd=w, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for cmd, w in zip(slices, workers)]
+    procs = [
+        subprocess.Popen(cmd, cwd=w, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for cmd, w in zip(slices, workers)
+    ]
     logs = [p.communicate(timeout=300)[0] for p in procs]
     for p, log in zip(procs, logs):
         assert p.returncode == 0, log
@@ -168,12 +169,15 @@ def test_queued_seed_sweep_runs_and_shows_both_experiments(tmp_path):
 
 
 def test_split_grid_shares_are_disjoint_dvc_targets_covering_the_grid(tmp_path):
-    project = make_project(tmp_path / "grid", **{**TINY, "models": ["resnet18", "efficientnet-b0", "googlenet"],
-                                                 "inits": ["scratch", "imagenet"]})
+    project = make_project(
+        tmp_path / "grid",
+        **{**TINY, "models": ["resnet18", "efficientnet-b0", "googlenet"], "inits": ["scratch", "imagenet"]},
+    )
     script = Path(__file__).resolve().parents[1] / "bench" / "split_grid.py"
     shares = [run([sys.executable, str(script), str(k), "5"], cwd=project).stdout.split() for k in range(5)]
-    evaluate_stages = [s for s in dvc("stage", "list", "--name-only", cwd=project).stdout.split()
-                       if s.startswith("evaluate@")]
+    evaluate_stages = [
+        s for s in dvc("stage", "list", "--name-only", cwd=project).stdout.split() if s.startswith("evaluate@")
+    ]
     assert len(evaluate_stages) == 12
     assert sorted(sum(shares, [])) == sorted(evaluate_stages)  # disjoint, complete, real stage names
     assert sorted(len(s) for s in shares) == [2, 2, 2, 3, 3]

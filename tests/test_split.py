@@ -35,8 +35,10 @@ def write_prepared(folder: Path, rows: list[dict]) -> tuple[Path, Path]:
 def unbalanced_rows(per_class=(37, 23, 11), names=("a", "b", "c")) -> list[dict]:
     rows = []
     for label, n in enumerate(per_class):
-        rows += [{"sample_id": f"{names[label]}/{i}", "label": label, "label_name": names[label],
-                  "patient_id": ""} for i in range(n)]
+        rows += [
+            {"sample_id": f"{names[label]}/{i}", "label": label, "label_name": names[label], "patient_id": ""}
+            for i in range(n)
+        ]
     return rows
 
 
@@ -133,9 +135,25 @@ def test_split_by_patient_on_real_figshare(figshare_prepared):
 
 
 def test_split_by_patient_mixed_class_patient(tmp_path):
-    rows = [{"sample_id": str(i), "label": label, "label_name": "xy"[label], "patient_id": pid}
-            for i, (label, pid) in enumerate([(0, "p1"), (0, "p1"), (1, "p1"), (0, "p2"), (0, "p3"), (0, "p3"),
-                                             (1, "p4"), (1, "p4"), (1, "p5"), (1, "p6"), (0, "p7"), (1, "p8")])]
+    rows = [
+        {"sample_id": str(i), "label": label, "label_name": "xy"[label], "patient_id": pid}
+        for i, (label, pid) in enumerate(
+            [
+                (0, "p1"),
+                (0, "p1"),
+                (1, "p1"),
+                (0, "p2"),
+                (0, "p3"),
+                (0, "p3"),
+                (1, "p4"),
+                (1, "p4"),
+                (1, "p5"),
+                (1, "p6"),
+                (0, "p7"),
+                (1, "p8"),
+            ]
+        )
+    ]
     index, images = write_prepared(tmp_path / "prepared" / "toy", rows)
     for seed in range(5):
         split = make_split(index, images, 0.4, seed, "patient")
@@ -182,8 +200,9 @@ def test_split_stage_script(tmp_path):
     params["split"] = {"val_fraction": 0.25, "seed": 3, "group_by": "none"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     write_prepared(tmp_path / "data" / "prepared" / "br35h", unbalanced_rows((8, 12), ("no", "yes")))
-    result = subprocess.run([sys.executable, str(ROOT / "stages" / "split.py"), "br35h"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "split.py"), "br35h"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
     split = json.loads((tmp_path / "data" / "splits" / "br35h.json").read_text())
     assert split["counts"] == {"train": {"no": 6, "yes": 9}, "val": {"no": 2, "yes": 3}}
@@ -191,6 +210,7 @@ def test_split_stage_script(tmp_path):
 
     params["split"]["group_by"] = "patient"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run([sys.executable, str(ROOT / "stages" / "split.py"), "br35h"], cwd=tmp_path,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "split.py"), "br35h"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert result.returncode == 0 and "no patient ids" in result.stdout

@@ -23,8 +23,9 @@ def _pairs(b, c, both_right=10, both_wrong=3):
     return np.array(a), np.array(other)
 
 
-@pytest.mark.parametrize("b,c,p", [(0, 6, 2 * 0.5 ** 6), (1, 5, 0.21875), (6, 0, 0.03125),
-                                   (3, 3, 1.0), (0, 0, 1.0), (0, 1, 1.0)])
+@pytest.mark.parametrize(
+    "b,c,p", [(0, 6, 2 * 0.5**6), (1, 5, 0.21875), (6, 0, 0.03125), (3, 3, 1.0), (0, 0, 1.0), (0, 1, 1.0)]
+)
 def test_mcnemar_known_answers(b, c, p):
     result = mcnemar_exact(*_pairs(b, c))
     assert result == {"b": b, "c": c, "p_value": pytest.approx(p, abs=1e-12)}
@@ -32,6 +33,7 @@ def test_mcnemar_known_answers(b, c, p):
 
 def test_mcnemar_larger_case_matches_binomial_sum():
     from math import comb
+
     b, c = 4, 17
     expected = 2 * sum(comb(b + c, k) for k in range(b + 1)) / 2 ** (b + c)
     assert mcnemar_exact(*_pairs(b, c))["p_value"] == pytest.approx(expected, rel=1e-12)

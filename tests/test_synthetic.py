@@ -29,8 +29,13 @@ def br35h_zip(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def figshare_zip(tmp_path_factory) -> Path:
-    return synthetic.write_figshare_zip(tmp_path_factory.mktemp("figshare") / "figshare.zip", FIGSHARE_PER_CLASS,
-                                        FIGSHARE_PATIENTS, FIGSHARE_SIZE, seed=3)
+    return synthetic.write_figshare_zip(
+        tmp_path_factory.mktemp("figshare") / "figshare.zip",
+        FIGSHARE_PER_CLASS,
+        FIGSHARE_PATIENTS,
+        FIGSHARE_SIZE,
+        seed=3,
+    )
 
 
 def open_image(zf: zipfile.ZipFile, name: str) -> Image.Image:
@@ -52,11 +57,17 @@ def mat_slices(figshare_zip: Path) -> dict[int, bytes]:
 def read_cjdata(data: bytes) -> dict:
     with h5py.File(io.BytesIO(data), "r") as f:
         cj = f["cjdata"]
-        return dict(image=cj["image"][()].T, mask=cj["tumorMask"][()].T.astype(bool), label=int(cj["label"][0, 0]),
-                    pid="".join(chr(c) for c in cj["PID"][()].ravel()), border=cj["tumorBorder"][()].ravel())
+        return dict(
+            image=cj["image"][()].T,
+            mask=cj["tumorMask"][()].T.astype(bool),
+            label=int(cj["label"][0, 0]),
+            pid="".join(chr(c) for c in cj["PID"][()].ravel()),
+            border=cj["tumorBorder"][()].ravel(),
+        )
 
 
 # ------------------------------------------------------------------ Br35H
+
 
 def test_br35h_layout_counts_and_names(br35h_zip):
     names = zipfile.ZipFile(br35h_zip).namelist()
@@ -69,7 +80,9 @@ def test_br35h_layout_counts_and_names(br35h_zip):
     assert {f"yes/y{i}.jpg" for i in range(BR35H_PER_CLASS)} == set(yes)
     capital = [n for n in no if n.startswith("no/No")]
     assert len(capital) == 1
-    assert set(no) - set(capital) == {f"no/no{i}.jpg" for i in range(BR35H_PER_CLASS)} - {capital[0].replace("No", "no")}
+    assert set(no) - set(capital) == {f"no/no{i}.jpg" for i in range(BR35H_PER_CLASS)} - {
+        capital[0].replace("No", "no")
+    }
 
 
 def test_br35h_modes_sizes_and_png_under_jpg(br35h_zip):
@@ -91,7 +104,7 @@ def test_br35h_images_look_like_head_slices(br35h_zip):
         gray = np.asarray(open_image(zf, name).convert("L"), dtype=float)
         h, w = gray.shape
         corners = np.concatenate([gray[:10, :10].ravel(), gray[-10:, -10:].ravel()])
-        centre = gray[h // 3: 2 * h // 3, w // 3: 2 * w // 3]
+        centre = gray[h // 3 : 2 * h // 3, w // 3 : 2 * w // 3]
         assert corners.mean() < 40 < centre.mean()  # dark background, tissue in the middle
         assert centre.std() > 5  # texture, ventricles: not a flat disc
 
@@ -102,6 +115,7 @@ def test_br35h_tumor_images_have_a_bright_lesion_more_often():
         img = synthetic.br35h_image(5, label, i).astype(float)
         head = img > 30
         return np.percentile(img[head], 99.5) / np.median(img[head])
+
     yes = [bright(1, i) for i in range(12)]
     no = [bright(0, i) for i in range(12)]
     assert np.median(yes) > np.median(no)
@@ -116,14 +130,17 @@ def test_br35h_bytes_are_deterministic(br35h_zip, tmp_path):
 
 # --------------------------------------------------------------- figshare
 
+
 def test_figshare_outer_layout(figshare_zip):
     n = sum(FIGSHARE_PER_CLASS)
     names = zipfile.ZipFile(figshare_zip).namelist()
     inner = [name for name in names if name.endswith(".zip")]
     assert len(inner) == 4
     assert set(names) - set(inner) == {"cvind.mat", "README.txt"}
-    ranges = [tuple(int(x) for x in name.removeprefix("brainTumorDataPublic_").removesuffix(".zip").split("-"))
-              for name in inner]
+    ranges = [
+        tuple(int(x) for x in name.removeprefix("brainTumorDataPublic_").removesuffix(".zip").split("-"))
+        for name in inner
+    ]
     assert ranges[0][0] == 1 and ranges[-1][1] == n
     assert all(b[0] == a[1] + 1 for a, b in zip(ranges, ranges[1:]))
     slices = mat_slices(figshare_zip)
@@ -216,10 +233,12 @@ def test_figshare_mask_is_the_bright_lesion(figshare_zip):
 
 def test_figshare_lesion_place_depends_on_class():
     size = 64
+
     def centroid(label, i):
         _, mask, _ = synthetic.figshare_slice(11, label, f"{200000 + i}", i, size)
         rows, cols = np.nonzero(mask)
         return rows.mean() / size, np.hypot(rows.mean() - size / 2, cols.mean() - size / 2) / (size / 2)
+
     meningioma = [centroid(0, i) for i in range(10)]
     glioma = [centroid(1, i) for i in range(10)]
     pituitary = [centroid(2, i) for i in range(10)]
@@ -228,8 +247,9 @@ def test_figshare_lesion_place_depends_on_class():
 
 
 def test_figshare_bytes_are_deterministic(figshare_zip, tmp_path):
-    again = synthetic.write_figshare_zip(tmp_path / "again.zip", FIGSHARE_PER_CLASS, FIGSHARE_PATIENTS,
-                                         FIGSHARE_SIZE, seed=3)
+    again = synthetic.write_figshare_zip(
+        tmp_path / "again.zip", FIGSHARE_PER_CLASS, FIGSHARE_PATIENTS, FIGSHARE_SIZE, seed=3
+    )
     assert again.read_bytes() == figshare_zip.read_bytes()
 
 

@@ -16,8 +16,22 @@ from tumorbench.training import TrainConfig, compiled, fit, make_optimizer, prep
 
 
 def config(**overrides) -> TrainConfig:
-    values = dict(epochs=3, batch_size=16, lr=1e-3, step_size=30, gamma=0.1, seed=0, device="cpu", compile=False,
-                  rotation=20.0, hflip=0.5, vflip=0.5, mean=[0.0] * 3, std=[1.0] * 3, eval_batch_size=64)
+    values = dict(
+        epochs=3,
+        batch_size=16,
+        lr=1e-3,
+        step_size=30,
+        gamma=0.1,
+        seed=0,
+        device="cpu",
+        compile=False,
+        rotation=20.0,
+        hflip=0.5,
+        vflip=0.5,
+        mean=[0.0] * 3,
+        std=[1.0] * 3,
+        eval_batch_size=64,
+    )
     values.update(overrides)
     return TrainConfig(**values)
 
@@ -56,9 +70,20 @@ def test_best_checkpoint_is_the_last_epoch_with_the_lowest_validation_loss(tmp_p
     losses = [0.5, 0.4, 0.4, 0.6, 0.3, 0.3, 0.35]
     images = np.zeros((8, 3, 8, 8), dtype=np.uint8)
     labels = np.zeros(8, dtype=np.int64)
-    summary = fit(ScriptedValidationLoss(losses), images, labels, images, labels, config(epochs=len(losses)),
-                  checkpoint_path=tmp_path / "best.pt", live_dir=tmp_path / "live", fingerprint="x",
-                  checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+    summary = fit(
+        ScriptedValidationLoss(losses),
+        images,
+        labels,
+        images,
+        labels,
+        config(epochs=len(losses)),
+        checkpoint_path=tmp_path / "best.pt",
+        live_dir=tmp_path / "live",
+        fingerprint="x",
+        checkpoint_meta={},
+        resume_dir=tmp_path / "resume",
+        progress=False,
+    )
     checkpoint = torch.load(tmp_path / "best.pt", weights_only=True)
     assert summary["best_epoch"] == checkpoint["epoch"] == 5  # the tie at epoch 5 replaces epoch 4
     assert checkpoint["val_loss"] == pytest.approx(0.3, abs=1e-6)
@@ -73,7 +98,7 @@ def blobs(n: int, seed: int, size: int = 32):
     labels = np.arange(n, dtype=np.int64) % 2
     for i in np.flatnonzero(labels):
         y, x = rng.integers(4, size - 12, size=2)
-        images[i, :, y:y + 8, x:x + 8] = 220
+        images[i, :, y : y + 8, x : x + 8] = 220
     return images, labels
 
 
@@ -82,9 +107,21 @@ def run_fit(tmp_path, name, stop_after=None, epochs=3):
     model, _ = build_model("resnet18", 2, "scratch", 32)
     train_x, train_y = blobs(48, seed=1)
     val_x, val_y = blobs(32, seed=2)
-    return fit(model, train_x, train_y, val_x, val_y, config(epochs=epochs), checkpoint_path=tmp_path / name,
-               live_dir=tmp_path / "live", fingerprint="same-inputs", checkpoint_meta={},
-               resume_dir=tmp_path / "resume", progress=False, stop_after=stop_after)
+    return fit(
+        model,
+        train_x,
+        train_y,
+        val_x,
+        val_y,
+        config(epochs=epochs),
+        checkpoint_path=tmp_path / name,
+        live_dir=tmp_path / "live",
+        fingerprint="same-inputs",
+        checkpoint_meta={},
+        resume_dir=tmp_path / "resume",
+        progress=False,
+        stop_after=stop_after,
+    )
 
 
 def test_same_seed_gives_identical_results_on_cpu(tmp_path):
@@ -112,8 +149,20 @@ def test_resume_state_from_other_inputs_is_ignored(tmp_path, capsys):
     torch.manual_seed(0)
     model, _ = build_model("resnet18", 2, "scratch", 32)
     x, y = blobs(48, seed=1)
-    result = fit(model, x, y, x, y, config(epochs=2), checkpoint_path=tmp_path / "y.pt", live_dir=tmp_path / "live",
-                 fingerprint="other-inputs", checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+    result = fit(
+        model,
+        x,
+        y,
+        x,
+        y,
+        config(epochs=2),
+        checkpoint_path=tmp_path / "y.pt",
+        live_dir=tmp_path / "live",
+        fingerprint="other-inputs",
+        checkpoint_meta={},
+        resume_dir=tmp_path / "resume",
+        progress=False,
+    )
     assert "ignoring" in capsys.readouterr().out
     assert [r["epoch"] for r in result["history"]] == [0, 1]
 
@@ -165,11 +214,24 @@ def test_checkpoint_records_the_device_and_precision_it_was_trained_with(tmp_pat
 
 def test_compiled_training_saves_plain_state_dicts(tmp_path):
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                          nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     x, y = blobs(40, seed=1, size=24)
-    fit(model, x, y, x, y, config(epochs=1, compile=True), checkpoint_path=tmp_path / "c.pt", live_dir=None,
-        fingerprint="c", checkpoint_meta={}, resume_dir=tmp_path / "resume", progress=False)
+    fit(
+        model,
+        x,
+        y,
+        x,
+        y,
+        config(epochs=1, compile=True),
+        checkpoint_path=tmp_path / "c.pt",
+        live_dir=None,
+        fingerprint="c",
+        checkpoint_meta={},
+        resume_dir=tmp_path / "resume",
+        progress=False,
+    )
     state = torch.load(tmp_path / "c.pt", weights_only=True)["model"]
     assert not any("_orig_mod" in key for key in state)  # loadable into the uncompiled model
     model.load_state_dict(state)
@@ -189,8 +251,14 @@ def test_resume_state_from_another_precision_is_ignored(tmp_path, capsys):
     torch.manual_seed(0)
     model, _ = build_model("resnet18", 2, "scratch", 32)
     x, y = blobs(48, seed=1)
-    common = dict(checkpoint_path=tmp_path / "p.pt", live_dir=None, fingerprint="same-inputs", checkpoint_meta={},
-                  resume_dir=tmp_path / "resume", progress=False)
+    common = dict(
+        checkpoint_path=tmp_path / "p.pt",
+        live_dir=None,
+        fingerprint="same-inputs",
+        checkpoint_meta={},
+        resume_dir=tmp_path / "resume",
+        progress=False,
+    )
     fit(model, x, y, x, y, config(epochs=2, precision="fp32"), stop_after=1, **common)
     result = fit(model, x, y, x, y, config(epochs=2, precision="bf16"), **common)
     assert "ignoring" in capsys.readouterr().out
@@ -226,8 +294,9 @@ def test_cpu_runtime_keeps_freed_memory_for_reuse():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
 
     def mapped_and_released_mib(mode):
-        out = subprocess.run([sys.executable, "-c", MALLOC_STATE, mode], capture_output=True, text=True, check=True,
-                             env=env)
+        out = subprocess.run(
+            [sys.executable, "-c", MALLOC_STATE, mode], capture_output=True, text=True, check=True, env=env
+        )
         return tuple(int(v) for v in out.stdout.split())
 
     assert mapped_and_released_mib("glibc default") == (16, 0)  # mapped, unmapped on free: the check tells them apart

@@ -45,8 +45,14 @@ def _diagonal(num_val: int, n_pos_values: np.ndarray, correct: int) -> dict[str,
     fn, fp = n_pos - tp, n_neg - tn
     matrices = np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], -2)  # rows = true 0, 1
     scores = macro_scores(matrices)
-    return {"n_pos": n_pos, "tp": tp, "fn": fn, "tn": tn, "fp": fp,
-            "scores": np.stack([scores[name] for name in SCORES], -1)}
+    return {
+        "n_pos": n_pos,
+        "tp": tp,
+        "fn": fn,
+        "tn": tn,
+        "fp": fp,
+        "scores": np.stack([scores[name] for name in SCORES], -1),
+    }
 
 
 def _matrix(diagonal: dict, i: int, values: np.ndarray) -> dict:
@@ -88,9 +94,14 @@ def audit_row(row: dict, num_val: int = NUM_VAL, n_pos_values=NEAR_BALANCED) -> 
         best = int(np.argmin(errors))
         if closest is None or errors[best] < closest["error"]:
             closest = _matrix(diagonal, best, values)
-    return {"consistent": matches > 0, "matches": matches, "balanced_matches": balanced_matches,
-            "example": example,
-            "closest": closest, "closest_error": closest["error"]}
+    return {
+        "consistent": matches > 0,
+        "matches": matches,
+        "balanced_matches": balanced_matches,
+        "example": example,
+        "closest": closest,
+        "closest_error": closest["error"],
+    }
 
 
 def check_row_internal(row: dict, class_counts: tuple[int, int] = (600, 600)) -> dict:
@@ -124,7 +135,7 @@ def check_row_internal(row: dict, class_counts: tuple[int, int] = (600, 600)) ->
     x = errors / min(n_0, n_1)
     gap_bound = x * x / (4 * (1 - x)) if x < 1 else float("inf")
     slack_gap = gap - 2 * TOLERANCE
-    x_needed = 2 * (np.sqrt(slack_gap ** 2 + slack_gap) - slack_gap) if slack_gap > 0 else 0.0
+    x_needed = 2 * (np.sqrt(slack_gap**2 + slack_gap) - slack_gap) if slack_gap > 0 else 0.0
     smallest_class_at_most = errors / x_needed if x_needed > 0 else float("inf")
     checks = {
         "accuracy_is_multiple_of_1_over_n": bool(abs(accuracy * num_val - correct) <= TOLERANCE * num_val),
@@ -133,9 +144,15 @@ def check_row_internal(row: dict, class_counts: tuple[int, int] = (600, 600)) ->
     }
     if n_0 == n_1:
         checks["recall_equals_accuracy"] = bool(abs(recall - accuracy) <= 2 * TOLERANCE)
-    return {"consistent": all(checks.values()), "checks": checks, "errors": int(errors),
-            "recall_minus_accuracy": float(recall - accuracy), "f1_gap": float(gap),
-            "f1_gap_bound": float(gap_bound), "smallest_class_at_most": float(smallest_class_at_most)}
+    return {
+        "consistent": all(checks.values()),
+        "checks": checks,
+        "errors": int(errors),
+        "recall_minus_accuracy": float(recall - accuracy),
+        "f1_gap": float(gap),
+        "f1_gap_bound": float(gap_bound),
+        "smallest_class_at_most": float(smallest_class_at_most),
+    }
 
 
 def audit_rows(rows: list[dict], num_val: int = NUM_VAL, n_pos_values=NEAR_BALANCED) -> list[dict]:

@@ -32,8 +32,9 @@ def memory_format_of(x: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def rotation_flip_matrices(angles_deg: torch.Tensor, flip_h: torch.Tensor, flip_v: torch.Tensor,
-                           height: int, width: int) -> torch.Tensor:
+def rotation_flip_matrices(
+    angles_deg: torch.Tensor, flip_h: torch.Tensor, flip_v: torch.Tensor, height: int, width: int
+) -> torch.Tensor:
     """(B, 2, 3) affine matrices: output pixel -> where to sample in the input (F.affine_grid's theta).
 
     In pixel units the input position is R(angle) @ F @ output position, R the inverse of a
@@ -67,8 +68,14 @@ def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return along_x + along_y
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator, rotation: float, hflip: float,
-                  vflip: float, interpolation: str = "bilinear") -> torch.Tensor:
+def augment_batch(
+    x: torch.Tensor,
+    generator: torch.Generator,
+    rotation: float,
+    hflip: float,
+    vflip: float,
+    interpolation: str = "bilinear",
+) -> torch.Tensor:
     """Each image turned by its own angle, uniform in [-rotation, rotation] degrees, and flipped
     left-right with probability hflip and upside-down with probability vflip.
 
@@ -97,8 +104,9 @@ def flip(x: torch.Tensor, flip_h: torch.Tensor, flip_v: torch.Tensor) -> torch.T
     return out.contiguous(memory_format=memory_format_of(x))
 
 
-def rotate_and_flip(x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Tensor,
-                    flip_v: torch.Tensor) -> torch.Tensor:
+def rotate_and_flip(
+    x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Tensor, flip_v: torch.Tensor
+) -> torch.Tensor:
     """Image i flipped as flip_h[i], flip_v[i] say, then turned by angles_deg[i] (bilinear, zero fill)."""
     b, c, h, w = x.shape
     theta = rotation_flip_matrices(angles_deg, flip_h, flip_v, h, w)
@@ -123,8 +131,9 @@ def border_for_rotation(max_degrees: float, height: int, width: int) -> int:
     return math.ceil(max(reach_x - a, reach_y - b)) + 2  # + rounding to a pixel + float error
 
 
-def rotate_and_flip_nearest(x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Tensor,
-                            flip_v: torch.Tensor, max_degrees: float = 180.0) -> torch.Tensor:
+def rotate_and_flip_nearest(
+    x: torch.Tensor, angles_deg: torch.Tensor, flip_h: torch.Tensor, flip_v: torch.Tensor, max_degrees: float = 180.0
+) -> torch.Tensor:
     """As rotate_and_flip, but nearest-neighbour (grid_sample(mode="nearest")'s pixels, up to
     float rounding at exact half-pixel ties), done as one gather of source pixels, so it works on
     uint8 batches and is several times faster on a CPU. Every |angle| must be <= max_degrees: the
@@ -152,9 +161,11 @@ def source_pixels(theta: torch.Tensor, height: int, width: int, pad: int) -> tup
     # grid_sample's pixel position ((u + 1) * size - 1) / 2 of the source point u = theta @ (x, y, 1),
     # as a part along x (B, 1, W) plus a part along y (B, H, 1), shifted by the border
     col = (theta[:, 0, 0, None] * xs * (w / 2))[:, None, :] + (
-        (theta[:, 0, 1, None] * ys + theta[:, 0, 2, None] + 1) * (w / 2) - 0.5 + pad)[:, :, None]
+        (theta[:, 0, 1, None] * ys + theta[:, 0, 2, None] + 1) * (w / 2) - 0.5 + pad
+    )[:, :, None]
     row = (theta[:, 1, 0, None] * xs * (h / 2))[:, None, :] + (
-        (theta[:, 1, 1, None] * ys + theta[:, 1, 2, None] + 1) * (h / 2) - 0.5 + pad)[:, :, None]
+        (theta[:, 1, 1, None] * ys + theta[:, 1, 2, None] + 1) * (h / 2) - 0.5 + pad
+    )[:, :, None]
     return row.round_(), col.round_()
 
 

@@ -24,6 +24,7 @@ class DataError(UserError, ValueError):
 class SplitData:
     """A dataset's prepared images with its split. The images stay memory-mapped; a part is read
     from disk the first time it is asked for, so evaluation never reads the training images."""
+
     images: np.ndarray  # uint8 (N, 3, S, S), memory-mapped
     labels: np.ndarray  # int64 (N,)
     train_index: np.ndarray  # rows of images
@@ -74,16 +75,26 @@ def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:
     images = np.load(prepared / "images.npy", mmap_mode="r")
     rows = read_index(prepared / "index.csv")
     if len(rows) != len(images):
-        raise DataError(f"{prepared}: index.csv has {len(rows)} rows but images.npy has {len(images)}; "
-                         f"rerun `dvc repro -f -s prepare@{dataset}`")
+        raise DataError(
+            f"{prepared}: index.csv has {len(rows)} rows but images.npy has {len(images)}; "
+            f"rerun `dvc repro -f -s prepare@{dataset}`"
+        )
     split = json.loads(split_path.read_text())
     position = {r["sample_id"]: i for i, r in enumerate(rows)}
     missing = [s for s in split["train"] + split["val"] if s not in position]
     if missing:
-        raise DataError(f"{split_path} names samples not in {prepared / 'index.csv'} (e.g. {missing[:3]}); "
-                         f"rerun `dvc repro split@{dataset}`")
+        raise DataError(
+            f"{split_path} names samples not in {prepared / 'index.csv'} (e.g. {missing[:3]}); "
+            f"rerun `dvc repro split@{dataset}`"
+        )
     labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)
     train = np.array([position[s] for s in split["train"]], dtype=np.int64)
     val = np.array([position[s] for s in split["val"]], dtype=np.int64)
-    return SplitData(images=images, labels=labels, train_index=train, val_index=val,
-                     val_ids=list(split["val"]), class_names=class_names_of(rows))
+    return SplitData(
+        images=images,
+        labels=labels,
+        train_index=train,
+        val_index=val,
+        val_ids=list(split["val"]),
+        class_names=class_names_of(rows),
+    )

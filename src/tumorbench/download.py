@@ -56,9 +56,19 @@ class DownloadError(UserError, RuntimeError):
 
 # ------------------------------------------------------------------ entry
 
-def download(dataset: str, spec: dict, synthetic: dict, out_dir: Path, cache_dir: Path, *,
-             retries: int = 5, backoff: float = 2.0, timeout: float = 60.0,
-             kaggle_api: str | None = None) -> dict:
+
+def download(
+    dataset: str,
+    spec: dict,
+    synthetic: dict,
+    out_dir: Path,
+    cache_dir: Path,
+    *,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 60.0,
+    kaggle_api: str | None = None,
+) -> dict:
     """Fetch `dataset` as `spec` (params data.<dataset>) says, unpack into out_dir; return the manifest.
 
     synthetic: params data.synthetic. retries/backoff: how often and how
@@ -78,22 +88,28 @@ def download(dataset: str, spec: dict, synthetic: dict, out_dir: Path, cache_dir
     elif source == "url":
         url = str(spec.get("url") or "") or DEFAULT_URLS.get(dataset, "")
         if not url:
-            raise DownloadError(f"data.{dataset}.url is empty: set it to the archive's http(s) URL, "
-                                f"or use source: path with a local copy")
-        archive, archive_sha = fetch_url(url, url_cache_folder(cache_dir, dataset, url), dataset=dataset,
-                                         expected_sha256=expected, **fetch)
+            raise DownloadError(
+                f"data.{dataset}.url is empty: set it to the archive's http(s) URL, "
+                f"or use source: path with a local copy"
+            )
+        archive, archive_sha = fetch_url(
+            url, url_cache_folder(cache_dir, dataset, url), dataset=dataset, expected_sha256=expected, **fetch
+        )
         manifest["url"] = url
     elif source == "kaggle":
-        archive, archive_sha, url = fetch_kaggle(cache_dir, dataset=dataset, expected_sha256=expected,
-                                                 api=kaggle_api, **fetch)
+        archive, archive_sha, url = fetch_kaggle(
+            cache_dir, dataset=dataset, expected_sha256=expected, api=kaggle_api, **fetch
+        )
         manifest["url"] = url
         manifest["kaggle"] = KAGGLE_DATASET
     elif source == "path":
         local = Path(str(spec.get("path") or ""))
         manifest["path"] = str(spec.get("path") or "")
         if not str(spec.get("path") or "") or not local.exists():
-            raise DownloadError(f"data.{dataset}.path = {manifest['path']!r} does not exist: "
-                                f"point it at the dataset's zip or extracted folder")
+            raise DownloadError(
+                f"data.{dataset}.path = {manifest['path']!r} does not exist: "
+                f"point it at the dataset's zip or extracted folder"
+            )
         archive = local if local.is_file() else None
         folder = local if local.is_dir() else None
     else:
@@ -120,17 +136,22 @@ def download(dataset: str, spec: dict, synthetic: dict, out_dir: Path, cache_dir
 
 
 def _sha_mismatch(dataset: str, what: str, expected: str, got: str) -> str:
-    return (f"{what}: sha256 mismatch: expected {expected} (params.yaml data.{dataset}.sha256), got {got}. "
-            f"If the file legitimately changed, set data.{dataset}.sha256 to the new value "
-            f"(or to \"\" to skip the check)")
+    return (
+        f"{what}: sha256 mismatch: expected {expected} (params.yaml data.{dataset}.sha256), got {got}. "
+        f"If the file legitimately changed, set data.{dataset}.sha256 to the new value "
+        f'(or to "" to skip the check)'
+    )
 
 
 # -------------------------------------------------------------- synthetic
 
+
 def synthetic_params(dataset: str, synthetic: dict) -> dict:
     """The data.synthetic values that shape this dataset's generated archive."""
-    keys = {"br35h": ["seed", "br35h_per_class"],
-            "figshare": ["seed", "figshare_per_class", "figshare_patients", "figshare_size"]}[dataset]
+    keys = {
+        "br35h": ["seed", "br35h_per_class"],
+        "figshare": ["seed", "figshare_per_class", "figshare_patients", "figshare_size"],
+    }[dataset]
     return {key: synthetic[key] for key in keys}
 
 
@@ -140,12 +161,18 @@ def make_synthetic_archive(dataset: str, synthetic: dict, cache_dir: Path) -> Pa
     if dataset == "br35h":
         return synth.write_br35h_zip(path, synthetic["br35h_per_class"], synthetic["seed"])
     if dataset == "figshare":
-        return synth.write_figshare_zip(path, synthetic["figshare_per_class"], synthetic["figshare_patients"],
-                                        synthetic["figshare_size"], synthetic["seed"])
+        return synth.write_figshare_zip(
+            path,
+            synthetic["figshare_per_class"],
+            synthetic["figshare_patients"],
+            synthetic["figshare_size"],
+            synthetic["seed"],
+        )
     raise ValueError(f"no synthetic generator for dataset {dataset!r}")  # a bug: DATASETS grew
 
 
 # -------------------------------------------------------------------- url
+
 
 def url_cache_folder(cache_dir: Path, dataset: str, url: str) -> Path:
     """One cache folder per (dataset, URL): holds download.part, then the finished archive."""
@@ -222,8 +249,12 @@ def _fetch_once(opener, url: str, headers: dict, part: Path, timeout: float, dat
             mode, offset = "wb", 0
         length = response.headers.get("Content-Length")
         total = offset + int(length) if length and length.isdigit() else None
-        with open(part, mode) as f, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                         unit_divisor=1024, desc=name, file=sys.stderr) as bar:
+        with (
+            open(part, mode) as f,
+            tqdm(
+                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024, desc=name, file=sys.stderr
+            ) as bar,
+        ):
             while chunk := response.read(CHUNK):
                 f.write(chunk)
                 bar.update(len(chunk))
@@ -239,8 +270,18 @@ def _retryable(error: BaseException) -> bool:
     return isinstance(error, (urllib.error.URLError, ConnectionError, TimeoutError, http.client.HTTPException))
 
 
-def fetch_url(url: str, folder: Path, *, dataset: str, expected_sha256: str = "", headers: dict | None = None,
-              retries: int = 5, backoff: float = 2.0, timeout: float = 60.0, auth_hint: str = "") -> tuple[Path, str]:
+def fetch_url(
+    url: str,
+    folder: Path,
+    *,
+    dataset: str,
+    expected_sha256: str = "",
+    headers: dict | None = None,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 60.0,
+    auth_hint: str = "",
+) -> tuple[Path, str]:
     """Download `url` into `folder`; return (archive path, sha256).
 
     A finished archive already in `folder` is reused. Otherwise the download
@@ -281,8 +322,10 @@ def fetch_url(url: str, folder: Path, *, dataset: str, expected_sha256: str = ""
         after = part.stat().st_size if part.exists() else 0
         failures = 1 if after > before else failures + 1  # a failure after progress forgives the earlier ones
         if failures > retries:
-            raise DownloadError(f"{url}: giving up after {retries} retries: {reason}. "
-                                f"The partial file {part} is kept: run again to resume")
+            raise DownloadError(
+                f"{url}: giving up after {retries} retries: {reason}. "
+                f"The partial file {part} is kept: run again to resume"
+            )
         wait = min(backoff * 2 ** max(failures - 1, 0), 60.0)
         print(f"download interrupted ({reason}); resuming in {wait:g} s", file=sys.stderr)
         time.sleep(wait)
@@ -298,6 +341,7 @@ def fetch_url(url: str, folder: Path, *, dataset: str, expected_sha256: str = ""
 
 # ----------------------------------------------------------------- kaggle
 
+
 def kaggle_credentials() -> tuple[str, str]:
     """(username, key) from $KAGGLE_USERNAME/$KAGGLE_KEY, else kaggle.json in $KAGGLE_CONFIG_DIR or ~/.kaggle."""
     user, key = os.environ.get("KAGGLE_USERNAME", ""), os.environ.get("KAGGLE_KEY", "")
@@ -310,22 +354,35 @@ def kaggle_credentials() -> tuple[str, str]:
             data = json.loads(path.read_text())
             return str(data["username"]), str(data["key"])
         except (ValueError, KeyError, TypeError) as error:
-            raise DownloadError(f"{path}: expected JSON {{\"username\": ..., \"key\": ...}} "
-                                f"(download a fresh one from kaggle.com -> Settings -> API -> Create New Token)") from error
+            raise DownloadError(
+                f'{path}: expected JSON {{"username": ..., "key": ...}} '
+                f"(download a fresh one from kaggle.com -> Settings -> API -> Create New Token)"
+            ) from error
     raise DownloadError(
         "source kaggle needs Kaggle API credentials, and none were found: on kaggle.com go to "
         "Settings -> API -> Create New Token, save the kaggle.json it downloads as "
         f"{path} (chmod 600 {path}), or set KAGGLE_USERNAME and KAGGLE_KEY. "
         "Or download the dataset yourself and set data.br35h.source: path (with data.br35h.path: the zip or "
-        "folder), or source: url with a direct link")
+        "folder), or source: url with a direct link"
+    )
 
 
-def fetch_kaggle(cache_dir: Path, *, dataset: str = "br35h", expected_sha256: str = "", api: str | None = None,
-                 retries: int = 5, backoff: float = 2.0, timeout: float = 60.0) -> tuple[Path, str, str]:
+def fetch_kaggle(
+    cache_dir: Path,
+    *,
+    dataset: str = "br35h",
+    expected_sha256: str = "",
+    api: str | None = None,
+    retries: int = 5,
+    backoff: float = 2.0,
+    timeout: float = 60.0,
+) -> tuple[Path, str, str]:
     """Download Br35H through the Kaggle API; return (archive, sha256, URL). Credentials only if not cached."""
     if dataset != "br35h":
-        raise DownloadError(f"data.{dataset}.source = kaggle: only br35h ({KAGGLE_DATASET}) comes from Kaggle; "
-                            f"use source: url, path or synthetic for {dataset}")
+        raise DownloadError(
+            f"data.{dataset}.source = kaggle: only br35h ({KAGGLE_DATASET}) comes from Kaggle; "
+            f"use source: url, path or synthetic for {dataset}"
+        )
     api = (api or os.environ.get(KAGGLE_API_ENV) or KAGGLE_API).rstrip("/")
     url = f"{api}/datasets/download/{KAGGLE_DATASET}"
     folder = url_cache_folder(cache_dir, dataset, url)
@@ -334,15 +391,26 @@ def fetch_kaggle(cache_dir: Path, *, dataset: str = "br35h", expected_sha256: st
         return (*cached, url)
     user, key = kaggle_credentials()
     token = base64.b64encode(f"{user}:{key}".encode()).decode("ascii")
-    hint = (f"Kaggle refused the credentials of user {user!r}: check the key (Settings -> API -> "
-            f"Create New Token) and that you accepted the dataset's terms on kaggle.com/datasets/{KAGGLE_DATASET}")
-    archive, digest = fetch_url(url, folder, dataset=dataset, expected_sha256=expected_sha256,
-                                headers={"Authorization": f"Basic {token}"}, retries=retries, backoff=backoff,
-                                timeout=timeout, auth_hint=hint)
+    hint = (
+        f"Kaggle refused the credentials of user {user!r}: check the key (Settings -> API -> "
+        f"Create New Token) and that you accepted the dataset's terms on kaggle.com/datasets/{KAGGLE_DATASET}"
+    )
+    archive, digest = fetch_url(
+        url,
+        folder,
+        dataset=dataset,
+        expected_sha256=expected_sha256,
+        headers={"Authorization": f"Basic {token}"},
+        retries=retries,
+        backoff=backoff,
+        timeout=timeout,
+        auth_hint=hint,
+    )
     return archive, digest, url
 
 
 # ------------------------------------------------------------- unpacking
+
 
 def _is_junk(relative: str) -> bool:
     parts = relative.replace("\\", "/").split("/")
@@ -353,13 +421,20 @@ def _safe_parts(label: str, member: zipfile.ZipInfo, root: Path) -> list[str]:
     """The member's path parts, or an error if it could land outside `root`."""
     name = member.filename.replace("\\", "/")
     parts = [p for p in name.split("/") if p not in ("", ".")]
-    unsafe = (name.startswith("/") or re.match(r"^[A-Za-z]:", name) or ".." in parts or "\x00" in name
-              or stat.S_ISLNK(member.external_attr >> 16))
+    unsafe = (
+        name.startswith("/")
+        or re.match(r"^[A-Za-z]:", name)
+        or ".." in parts
+        or "\x00" in name
+        or stat.S_ISLNK(member.external_attr >> 16)
+    )
     if not unsafe and parts:
         unsafe = not (root / Path(*parts)).resolve().is_relative_to(root)
     if unsafe:
-        raise DownloadError(f"{label}: refusing to unpack member {member.filename!r}: it would land outside the "
-                            f"target folder (absolute path, '..' or symlink). Get the archive from the official source")
+        raise DownloadError(
+            f"{label}: refusing to unpack member {member.filename!r}: it would land outside the "
+            f"target folder (absolute path, '..' or symlink). Get the archive from the official source"
+        )
     return parts
 
 
@@ -369,8 +444,10 @@ def extract_zip(archive: Path, target: Path, label: str | None = None) -> None:
     if not zipfile.is_zipfile(archive):
         with open(archive, "rb") as f:
             start = f.read(16)
-        raise DownloadError(f"{label}: not a zip archive (it starts with {start!r}); expected the dataset's .zip "
-                            f"(an HTML page here usually means a login or error page was downloaded)")
+        raise DownloadError(
+            f"{label}: not a zip archive (it starts with {start!r}); expected the dataset's .zip "
+            f"(an HTML page here usually means a login or error page was downloaded)"
+        )
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
     with zipfile.ZipFile(archive) as zf:
@@ -399,16 +476,17 @@ def unpack_nested(root: Path, label: str = "") -> None:
         for path in inner:
             target = path.with_name(path.name[: -len(".zip")])
             if target.exists() and not target.is_dir():
-                raise DownloadError(f"{label}: cannot unpack {path.relative_to(root)}: a file named "
-                                    f"{target.relative_to(root)} is in the way")
+                raise DownloadError(
+                    f"{label}: cannot unpack {path.relative_to(root)}: a file named "
+                    f"{target.relative_to(root)} is in the way"
+                )
             extract_zip(path, target, label=f"{label} > {path.relative_to(root).as_posix()}")
             path.unlink()
 
 
 def copy_folder(source: Path, target: Path) -> None:
     """Copy an extracted dataset folder (symlinks followed, junk skipped)."""
-    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*JUNK_FOLDERS, *JUNK_FILES),
-                    dirs_exist_ok=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns(*JUNK_FOLDERS, *JUNK_FILES), dirs_exist_ok=True)
 
 
 def list_files(root: Path) -> list[dict]:

@@ -9,8 +9,8 @@ Any other exception is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 class UserError(Exception):

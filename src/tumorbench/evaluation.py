@@ -25,8 +25,10 @@ class CheckpointError(UserError, RuntimeError):
 
 
 def load_checkpoint(path: Path, variant_name: str) -> dict:
-    restore = (f"restore it with `dvc checkout --force {path}` (if the DVC cache has it) "
-               f"or retrain with `dvc repro -f -s train@{variant_name}`")
+    restore = (
+        f"restore it with `dvc checkout --force {path}` (if the DVC cache has it) "
+        f"or retrain with `dvc repro -f -s train@{variant_name}`"
+    )
     if not path.exists():
         raise CheckpointError(f"{path} is missing: {restore}")
     try:
@@ -34,7 +36,8 @@ def load_checkpoint(path: Path, variant_name: str) -> dict:
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path} was refused by weights_only loading: it holds Python objects beyond tensors and plain "
-            f"values, which could run code. Do not load it; {restore}. ({str(error).splitlines()[0]})") from None
+            f"values, which could run code. Do not load it; {restore}. ({str(error).splitlines()[0]})"
+        ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(f"{path} is truncated or corrupted ({error}); {restore}") from None
     if not isinstance(checkpoint, dict) or "model" not in checkpoint:
@@ -45,11 +48,14 @@ def load_checkpoint(path: Path, variant_name: str) -> dict:
 def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["sample_id", "label", "pred", "actual", "predicted"] + [f"prob_{k}" for k in range(probs.shape[1])])
+    writer.writerow(
+        ["sample_id", "label", "pred", "actual", "predicted"] + [f"prob_{k}" for k in range(probs.shape[1])]
+    )
     preds = probs.argmax(1)
     for sample_id, label, pred, row in zip(ids, labels, preds, probs):
-        writer.writerow([sample_id, int(label), int(pred), class_names[label], class_names[pred]]
-                        + [f"{p:.6g}" for p in row])
+        writer.writerow(
+            [sample_id, int(label), int(pred), class_names[label], class_names[pred]] + [f"{p:.6g}" for p in row]
+        )
     return out.getvalue()
 
 
@@ -69,8 +75,9 @@ def evaluate_variant(variant: Variant, params: dict) -> dict:
     device = pick_device(cfg.device)
     configure_runtime(device)
 
-    model, _ = build_model(variant.model, len(data.class_names), variant.init, params["data"]["image_size"],
-                           load_weights=False)
+    model, _ = build_model(
+        variant.model, len(data.class_names), variant.init, params["data"]["image_size"], load_weights=False
+    )
     model.load_state_dict(checkpoint["model"])
     model = prepare_model(model, device, cfg.precision)
     probs = predict(model, torch.from_numpy(data.val_images).to(device), cfg).double().cpu().numpy()
@@ -82,11 +89,17 @@ def evaluate_variant(variant: Variant, params: dict) -> dict:
     metrics["batch"] = batch_mean_metrics(labels, preds, probs, params["train"]["batch_size"])
     metrics["auc"] = roc_auc_per_class(labels, probs, k, data.class_names)
     metrics.update(best_epoch=int(checkpoint["epoch"]), epochs=params["train"]["epochs"], num_val=int(len(labels)))
-    metrics["compute"] = {"train": checkpoint.get("compute"),
-                          "evaluate": {"device": device.type, "precision": resolved_precision(cfg.precision, device)}}
+    metrics["compute"] = {
+        "train": checkpoint.get("compute"),
+        "evaluate": {"device": device.type, "precision": resolved_precision(cfg.precision, device)},
+    }
     weights_md5 = checkpoint.get("provenance", {}).get("weights_md5")
-    metrics["provenance"] = {**input_hashes(variant.dataset), "checkpoint_md5": md5_file(variant.checkpoint),
-                             "weights_md5": weights_md5, "params_hash": train_params_hash(params, variant.init)}
+    metrics["provenance"] = {
+        **input_hashes(variant.dataset),
+        "checkpoint_md5": md5_file(variant.checkpoint),
+        "weights_md5": weights_md5,
+        "params_hash": train_params_hash(params, variant.init),
+    }
 
     atomic_write_text(variant.predictions, predictions_csv(data.val_ids, labels, probs, data.class_names))
     for class_name, text in roc_csvs(roc_points(labels, probs, k, data.class_names)).items():

@@ -25,8 +25,7 @@ def as_labels(values, num_classes: int, name: str) -> np.ndarray:
     if values.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array of labels, got shape {values.shape}")
     if values.size and (values.min() < 0 or values.max() >= num_classes):
-        raise ValueError(f"{name} has labels outside 0..{num_classes - 1}: "
-                         f"min {values.min()}, max {values.max()}")
+        raise ValueError(f"{name} has labels outside 0..{num_classes - 1}: min {values.min()}, max {values.max()}")
     return values.astype(np.int64)
 
 
@@ -57,7 +56,7 @@ def per_class_scores(cm: np.ndarray) -> dict[str, np.ndarray]:
     cm = np.asarray(cm)
     tp = np.diagonal(cm, axis1=-2, axis2=-1)
     predicted = cm.sum(axis=-2)  # column sums: tp + fp
-    actual = cm.sum(axis=-1)     # row sums: tp + fn
+    actual = cm.sum(axis=-1)  # row sums: tp + fn
     return {
         "precision": _divide(tp, predicted),
         "recall": _divide(tp, actual),
@@ -153,13 +152,14 @@ def roc_points(y_true, probs, num_classes: int, class_names: list[str] | None = 
     for k in _roc_classes(num_classes):
         fpr, tpr, thresholds = roc_curve(y_true == k, probs[:, k])
         thresholds = np.where(np.isfinite(thresholds), thresholds, 1.0)
-        rows += [{"class": names[k], "fpr": float(f), "tpr": float(t), "threshold": float(h)}
-                 for f, t, h in zip(fpr, tpr, thresholds)]
+        rows += [
+            {"class": names[k], "fpr": float(f), "tpr": float(t), "threshold": float(h)}
+            for f, t, h in zip(fpr, tpr, thresholds)
+        ]
     return rows
 
 
-def roc_auc_per_class(y_true, probs, num_classes: int,
-                      class_names: list[str] | None = None) -> dict[str, float]:
+def roc_auc_per_class(y_true, probs, num_classes: int, class_names: list[str] | None = None) -> dict[str, float]:
     """Area under each curve of `roc_points` (binary: class 1 only), keyed by class name."""
     y_true = as_labels(y_true, num_classes, "y_true")
     probs = _check_probs(probs, y_true.size, num_classes)

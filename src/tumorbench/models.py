@@ -71,9 +71,11 @@ def download_weights(url: str, file: Path, hash_prefix: str | None = None) -> No
 
 
 def missing_message(file: Path, url: str, reason: str) -> str:
-    return (f"ImageNet weights not found at {file} ({reason}). Fetch them on a machine with internet: "
-            f"curl -L -o {file.name} {url}  and copy the file to {file}, or point TORCH_HOME at a directory "
-            f"whose hub/checkpoints/ holds {file.name}.")
+    return (
+        f"ImageNet weights not found at {file} ({reason}). Fetch them on a machine with internet: "
+        f"curl -L -o {file.name} {url}  and copy the file to {file}, or point TORCH_HOME at a directory "
+        f"whose hub/checkpoints/ holds {file.name}."
+    )
 
 
 def ensure_weights(name: str, download: bool = True) -> tuple[Path, str]:
@@ -144,8 +146,9 @@ def build_efficientnet(name: str, num_classes: int, init: str, image_size: int, 
     if init == "imagenet" and load_weights:
         file, url = ensure_weights(name, download)
         # Loads all but _fc (asserting exactly _fc is missing); torch >= 2.6 loads with weights_only=True.
-        model = EfficientNet.from_pretrained(name, weights_path=str(file), num_classes=num_classes,
-                                             image_size=image_size)
+        model = EfficientNet.from_pretrained(
+            name, weights_path=str(file), num_classes=num_classes, image_size=image_size
+        )
         info = {"file": str(file), "md5": md5_file(file), "url": url}
     else:
         model = EfficientNet.from_name(name, num_classes=num_classes, image_size=image_size)
@@ -154,8 +157,9 @@ def build_efficientnet(name: str, num_classes: int, init: str, image_size: int, 
     return model, info
 
 
-def build_model(name: str, num_classes: int, init: str, image_size: int, *,
-                load_weights: bool = True, download: bool = True) -> tuple[nn.Module, dict | None]:
+def build_model(
+    name: str, num_classes: int, init: str, image_size: int, *, load_weights: bool = True, download: bool = True
+) -> tuple[nn.Module, dict | None]:
     """(model, weights_info): `name` with a `num_classes` head, initialised as `init`.
 
     weights_info is None for scratch, else {"file", "md5", "url"} of the ImageNet weights loaded.

@@ -16,9 +16,18 @@ from tumorbench import DATASETS
 from tumorbench.errors import UserError
 
 MODELS = (
-    "resnet50", "resnet18", "resnext50", "googlenet",
-    "efficientnet-b0", "efficientnet-b1", "efficientnet-b2", "efficientnet-b3",
-    "efficientnet-b4", "efficientnet-b5", "efficientnet-b6", "efficientnet-b7",
+    "resnet50",
+    "resnet18",
+    "resnext50",
+    "googlenet",
+    "efficientnet-b0",
+    "efficientnet-b1",
+    "efficientnet-b2",
+    "efficientnet-b3",
+    "efficientnet-b4",
+    "efficientnet-b5",
+    "efficientnet-b6",
+    "efficientnet-b7",
 )
 INITS = ("scratch", "imagenet")
 SOURCES = ("synthetic", "url", "kaggle", "path")
@@ -73,8 +82,7 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
     _check_list(params, "models", MODELS)
     _check_list(params, "inits", INITS)
     _check_number(params, "data.image_size", int, low=32, text="an integer >= 32")
-    _check_number(params, "data.max_unreadable", float, 0, 1, high_open=True,
-                  text="a fraction in [0, 1)")
+    _check_number(params, "data.max_unreadable", float, 0, 1, high_open=True, text="a fraction in [0, 1)")
     for dataset in DATASETS:
         spec = _get(params, f"data.{dataset}")
         source = _get(params, f"data.{dataset}.source")
@@ -85,21 +93,24 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
         if source == "path":
             path = str(spec.get("path") or "")
             if not path or not (root / path).exists():
-                _fail(f"data.{dataset}.path", path,
-                      "an existing archive or folder (relative to the project root) when source is path")
+                _fail(
+                    f"data.{dataset}.path",
+                    path,
+                    "an existing archive or folder (relative to the project root) when source is path",
+                )
         sha = str(spec.get("sha256") or "")
         if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
             _fail(f"data.{dataset}.sha256", sha, "empty or 64 hex digits")
     _check_number(params, "data.synthetic.seed", int, text="an integer")
     _check_number(params, "data.synthetic.br35h_per_class", int, low=2, text="an integer >= 2")
     per_class = _get(params, "data.synthetic.figshare_per_class")
-    if not (isinstance(per_class, list) and len(per_class) == 3
-            and all(isinstance(n, int) and n >= 2 for n in per_class)):
+    if not (
+        isinstance(per_class, list) and len(per_class) == 3 and all(isinstance(n, int) and n >= 2 for n in per_class)
+    ):
         _fail("data.synthetic.figshare_per_class", per_class, "three integers >= 2")
     _check_number(params, "data.synthetic.figshare_patients", int, low=3, text="an integer >= 3")
     _check_number(params, "data.synthetic.figshare_size", int, low=32, text="an integer >= 32")
-    _check_number(params, "split.val_fraction", float, 0, 1, low_open=True, high_open=True,
-                  text="a fraction in (0, 1)")
+    _check_number(params, "split.val_fraction", float, 0, 1, low_open=True, high_open=True, text="a fraction in (0, 1)")
     _check_number(params, "split.seed", int, text="an integer")
     if _get(params, "split.group_by") not in GROUP_BY:
         _fail("split.group_by", _get(params, "split.group_by"), f"one of {list(GROUP_BY)}")
@@ -125,9 +136,12 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
         for stat in ("mean", "std"):
             key = f"normalize.{init}.{stat}"
             value = _get(params, key)
-            if not (isinstance(value, list) and len(value) == 3
-                    and all(isinstance(v, (int, float)) for v in value)
-                    and (stat == "mean" or all(v > 0 for v in value))):
+            if not (
+                isinstance(value, list)
+                and len(value) == 3
+                and all(isinstance(v, (int, float)) for v in value)
+                and (stat == "mean" or all(v > 0 for v in value))
+            ):
                 _fail(key, value, "three numbers" + (" > 0" if stat == "std" else ""))
     _check_number(params, "eval.batch_size", int, low=1, text="an integer >= 1")
     _check_number(params, "eval.bootstrap", int, low=1, text="an integer >= 1")

@@ -15,9 +15,9 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Iterator
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 from tqdm import tqdm
@@ -57,8 +57,9 @@ def worker_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def decode_all(jobs: list[tuple[str, str, int]], processes: int | None = None,
-               desc: str = "decode") -> Iterator[tuple[str, np.ndarray | None, str]]:
+def decode_all(
+    jobs: list[tuple[str, str, int]], processes: int | None = None, desc: str = "decode"
+) -> Iterator[tuple[str, np.ndarray | None, str]]:
     """decode_file on every job, yielded in the jobs' order; a process pool for more than a few hundred."""
     processes = processes or worker_count()
     if len(jobs) < POOL_MIN_FILES or processes == 1:
@@ -88,13 +89,21 @@ def index_csv_text(rows: list[dict]) -> str:
 def _too_many_unreadable(unreadable: list[dict], total: int, max_unreadable: float, raw_dir: Path) -> str:
     shown = "\n".join(f"  {u['path']}: {u['reason']}" for u in unreadable[:SHOWN_UNREADABLE])
     more = f"\n  ... and {len(unreadable) - SHOWN_UNREADABLE} more" if len(unreadable) > SHOWN_UNREADABLE else ""
-    return (f"{raw_dir}: {len(unreadable)} of {total} files are unreadable "
-            f"({len(unreadable) / total:.2%} > data.max_unreadable = {max_unreadable}):\n{shown}{more}\n"
-            f"Fix or re-download the data, or raise data.max_unreadable in params.yaml to skip them.")
+    return (
+        f"{raw_dir}: {len(unreadable)} of {total} files are unreadable "
+        f"({len(unreadable) / total:.2%} > data.max_unreadable = {max_unreadable}):\n{shown}{more}\n"
+        f"Fix or re-download the data, or raise data.max_unreadable in params.yaml to skip them."
+    )
 
 
-def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, image_size: int,
-            max_unreadable: float, dataset_name: str, processes: int | None = None) -> dict:
+def prepare(
+    raw_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    image_size: int,
+    max_unreadable: float,
+    dataset_name: str,
+    processes: int | None = None,
+) -> dict:
     """Decode every sample under raw_dir into out_dir; returns the report (also written as report.json).
 
     Fails with PrepareError, writing nothing, when the unreadable fraction
@@ -123,8 +132,7 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, image_size: 
     counts = {name: sum(r["label"] == label for r in kept) for label, name in enumerate(class_names)}
     empty = [name for name, n in counts.items() if n == 0]
     if empty:
-        raise PrepareError(f"{raw_dir}: no readable samples of class {empty} ({reader} layout); "
-                           f"check the download")
+        raise PrepareError(f"{raw_dir}: no readable samples of class {empty} ({reader} layout); check the download")
 
     report = {
         "dataset": dataset_name,
@@ -141,7 +149,7 @@ def prepare(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, image_size: 
     }
     # File by file, not a whole-directory swap: DVC tracks the three files and may keep its own
     # .gitignore in out_dir. report.json goes last, so it marks a complete run.
-    fileio.atomic_save_npy(out_dir / "images.npy", images[:len(kept)])
+    fileio.atomic_save_npy(out_dir / "images.npy", images[: len(kept)])
     fileio.atomic_write_text(out_dir / "index.csv", index_csv_text(kept))
     fileio.atomic_write_json(out_dir / "report.json", report)
     return report

@@ -67,6 +67,7 @@ def natural_key(text: str) -> tuple:
 
 # ---------------------------------------------------------------- tree walking
 
+
 def _walk(root: Path) -> list[tuple[Path, list[str], list[str]]]:
     """(folder, subfolders, files) for every folder, sorted, hidden entries and __MACOSX skipped."""
     out = []
@@ -86,18 +87,36 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
-def _record(root: Path, path: Path, sample_id: str, label: int, label_name: str,
-            patient_id: str = "", loader: str = "image", error: str = "") -> dict:
-    return dict(sample_id=sample_id, label=label, label_name=label_name, patient_id=patient_id,
-                source_path=_rel(path, root), path=str(path), loader=loader, error=error)
+def _record(
+    root: Path,
+    path: Path,
+    sample_id: str,
+    label: int,
+    label_name: str,
+    patient_id: str = "",
+    loader: str = "image",
+    error: str = "",
+) -> dict:
+    return dict(
+        sample_id=sample_id,
+        label=label,
+        label_name=label_name,
+        patient_id=patient_id,
+        source_path=_rel(path, root),
+        path=str(path),
+        loader=loader,
+        error=error,
+    )
 
 
 def _check_unique_ids(records: list[dict], root: Path) -> None:
     seen: dict[str, str] = {}
     for r in records:
         if r["sample_id"] in seen:
-            raise ReaderError(f"{root}: two files give the same sample id {r['sample_id']!r}: "
-                              f"{seen[r['sample_id']]} and {r['source_path']}; remove one of them")
+            raise ReaderError(
+                f"{root}: two files give the same sample id {r['sample_id']!r}: "
+                f"{seen[r['sample_id']]} and {r['source_path']}; remove one of them"
+            )
         seen[r["sample_id"]] = r["source_path"]
 
 
@@ -107,9 +126,14 @@ def _sorted(records: list[dict]) -> list[dict]:
 
 # ------------------------------------------------------------- figshare .mat
 
+
 def _mat_files(tree) -> list[Path]:
-    return [folder / f for folder, _, files in tree for f in files
-            if f.lower().endswith(".mat") and f.lower() != "cvind.mat"]
+    return [
+        folder / f
+        for folder, _, files in tree
+        for f in files
+        if f.lower().endswith(".mat") and f.lower() != "cvind.mat"
+    ]
 
 
 def _has_cjdata(path: Path) -> bool:
@@ -193,6 +217,7 @@ def read_mat_records(root: Path, tree) -> tuple[list[dict], list[str]]:
 
 # ------------------------------------------------------------------- Br35H
 
+
 def find_yes_no_parent(root: Path, tree) -> Path | None:
     """The folder holding both yes/ and no/ (any case); error if several do."""
     parents = []
@@ -202,15 +227,16 @@ def find_yes_no_parent(root: Path, tree) -> Path | None:
             parents.append(folder)
     if len(parents) > 1:
         listed = ", ".join(_rel(p, root) or "." for p in parents)
-        raise ReaderError(f"{root}: several folders hold yes/ and no/ ({listed}); "
-                          f"keep one copy of the dataset in the download")
+        raise ReaderError(
+            f"{root}: several folders hold yes/ and no/ ({listed}); keep one copy of the dataset in the download"
+        )
     return parents[0] if parents else None
 
 
 def read_br35h_records(root: Path, tree) -> tuple[list[dict], list[str]]:
     parent = find_yes_no_parent(root, tree)
     records = []
-    for folder, dirs, files in tree:
+    for folder, _dirs, files in tree:
         if folder.parent != parent or folder.name.lower() not in BR35H_CLASSES:
             continue
         name = folder.name.lower()
@@ -223,6 +249,7 @@ def read_br35h_records(root: Path, tree) -> tuple[list[dict], list[str]]:
 
 
 # --------------------------------------------------------- generic folders
+
 
 def find_class_folders(root: Path, tree, preferred_names: set[str] | None = None) -> list[Path]:
     """The class folders of a one-folder-per-class layout.
@@ -237,8 +264,7 @@ def find_class_folders(root: Path, tree, preferred_names: set[str] | None = None
     has_images = {folder for folder, _, files in tree if any(_is_image_name(f) for f in files)}
     candidates = []
     for folder, dirs, _ in tree:
-        classes = [folder / d for d in dirs
-                   if d.lower() not in MASK_FOLDER_NAMES and folder / d in has_images]
+        classes = [folder / d for d in dirs if d.lower() not in MASK_FOLDER_NAMES and folder / d in has_images]
         if len(classes) >= 2:
             candidates.append(classes)
     if len(candidates) > 1 and preferred_names:
@@ -246,8 +272,10 @@ def find_class_folders(root: Path, tree, preferred_names: set[str] | None = None
         candidates = matching if len(matching) == 1 else candidates
     if len(candidates) > 1:
         listed = "; ".join(", ".join(_rel(p, root) for p in c) for c in candidates)
-        raise ReaderError(f"{root}: several folders look like one-folder-per-class layouts ({listed}); "
-                          f"keep only one, or add a metadata.csv whose label_name column names the classes")
+        raise ReaderError(
+            f"{root}: several folders look like one-folder-per-class layouts ({listed}); "
+            f"keep only one, or add a metadata.csv whose label_name column names the classes"
+        )
     return candidates[0] if candidates else []
 
 
@@ -264,8 +292,7 @@ def read_metadata(path: Path) -> dict[str, dict]:
         reader = csv.DictReader(f)
         columns = set(reader.fieldnames or [])
         if not {"sample_id", "pid"} <= columns:
-            raise ReaderError(f"{path}: needs columns sample_id,pid[,label,label_name]; "
-                              f"found {sorted(columns)}")
+            raise ReaderError(f"{path}: needs columns sample_id,pid[,label,label_name]; found {sorted(columns)}")
         rows = {}
         for row in reader:
             sample_id = row["sample_id"].strip()
@@ -281,16 +308,19 @@ def _class_order_from_codes(folders: list[Path], files_of: dict, metadata: dict,
     for folder in folders:
         codes = {metadata[p.stem]["label"] for p in files_of[folder]}
         if len(codes) != 1:
-            raise ReaderError(f"{meta_path}: images in {folder.name}/ have label codes {sorted(codes)}; "
-                              f"one folder must hold one class")
+            raise ReaderError(
+                f"{meta_path}: images in {folder.name}/ have label codes {sorted(codes)}; "
+                f"one folder must hold one class"
+            )
         code = codes.pop()
         try:
             code_of[folder] = int(float(code))
         except ValueError:
             raise ReaderError(f"{meta_path}: label {code!r} for class {folder.name} is not a number") from None
     if len(set(code_of.values())) != len(folders):
-        raise ReaderError(f"{meta_path}: two class folders share a label code: "
-                          f"{ {f.name: c for f, c in code_of.items()} }")
+        raise ReaderError(
+            f"{meta_path}: two class folders share a label code: { {f.name: c for f, c in code_of.items()} }"
+        )
     return sorted(folders, key=lambda f: code_of[f])
 
 
@@ -299,14 +329,17 @@ def read_folder_records(root: Path, tree) -> tuple[list[dict], list[str]]:
     metadata = read_metadata(meta_path) if meta_path else {}
     names = {row.get("label_name", "") for row in metadata.values()} - {""}
     folders = find_class_folders(root, tree, preferred_names=names or None)
-    files_of = {folder: [folder / f for f in files if _is_image_name(f)]
-                for folder, _, files in tree if folder in folders}
+    files_of = {
+        folder: [folder / f for f in files if _is_image_name(f)] for folder, _, files in tree if folder in folders
+    }
     if metadata:
         missing = [p for folder in folders for p in files_of[folder] if p.stem not in metadata]
         if missing:
             shown = ", ".join(_rel(p, root) for p in missing[:5])
-            raise ReaderError(f"{meta_path}: {len(missing)} images have no row (sample_id = file name "
-                              f"without extension), e.g. {shown}; add them or remove metadata.csv")
+            raise ReaderError(
+                f"{meta_path}: {len(missing)} images have no row (sample_id = file name "
+                f"without extension), e.g. {shown}; add them or remove metadata.csv"
+            )
     with_codes = bool(metadata) and all(row.get("label", "") for row in metadata.values())
     if with_codes:
         folders = _class_order_from_codes(folders, files_of, metadata, meta_path)
@@ -319,8 +352,10 @@ def read_folder_records(root: Path, tree) -> tuple[list[dict], list[str]]:
             if metadata:
                 row = metadata[path.stem]
                 if row.get("label_name") and row["label_name"] != folder.name:
-                    raise ReaderError(f"{meta_path}: sample {path.stem} is {row['label_name']!r} there "
-                                      f"but sits in folder {_rel(folder, root)}/")
+                    raise ReaderError(
+                        f"{meta_path}: sample {path.stem} is {row['label_name']!r} there "
+                        f"but sits in folder {_rel(folder, root)}/"
+                    )
                 records.append(_record(root, path, path.stem, label, folder.name, row["pid"]))
             else:
                 records.append(_record(root, path, f"{folder.name}/{path.stem}", label, folder.name))
@@ -329,6 +364,7 @@ def read_folder_records(root: Path, tree) -> tuple[list[dict], list[str]]:
 
 
 # ------------------------------------------------------------ entry points
+
 
 def _detect(root: Path, tree) -> str | None:
     if any(_has_cjdata(p) for p in _mat_files(tree)[:5]):
@@ -371,6 +407,7 @@ def read_samples(root: str | os.PathLike) -> tuple[list[dict], list[str], str]:
 
 
 # ----------------------------------------------------------------- decoding
+
 
 class UnreadableImage(ValueError):
     """A file that is not a decodable image."""

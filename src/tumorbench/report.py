@@ -37,26 +37,28 @@ from tumorbench.stats import bootstrap_ci, mcnemar_exact
 from tumorbench.variants import Variant
 
 PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
-TABLES = {("br35h", "scratch"): 1, ("br35h", "imagenet"): 2,
-          ("figshare", "scratch"): 3, ("figshare", "imagenet"): 4}
-DATASET_TITLES = {"br35h": "Br35H (tumor yes/no)",
-                  "figshare": "figshare (meningioma/glioma/pituitary)"}
+TABLES = {("br35h", "scratch"): 1, ("br35h", "imagenet"): 2, ("figshare", "scratch"): 3, ("figshare", "imagenet"): 4}
+DATASET_TITLES = {"br35h": "Br35H (tumor yes/no)", "figshare": "figshare (meningioma/glioma/pituitary)"}
 INIT_TITLES = {"scratch": "trained from scratch", "imagenet": "ImageNet-initialised"}
-MODEL_TITLES = {"resnet50": "ResNet-50", "resnet18": "ResNet-18", "resnext50": "ResNeXt-50 (32x4d)",
-                "googlenet": "GoogLeNet",
-                **{f"efficientnet-b{i}": f"EfficientNet-B{i}" for i in range(8)}}
-METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1-Score", "precision": "Precision",
-                 "recall": "Recall", "loss": "Loss"}
-PROVENANCE = ("prepared_images_md5", "prepared_index_md5", "split_md5", "checkpoint_md5",
-              "weights_md5", "params_hash")
+MODEL_TITLES = {
+    "resnet50": "ResNet-50",
+    "resnet18": "ResNet-18",
+    "resnext50": "ResNeXt-50 (32x4d)",
+    "googlenet": "GoogLeNet",
+    **{f"efficientnet-b{i}": f"EfficientNet-B{i}" for i in range(8)},
+}
+METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1-Score", "precision": "Precision", "recall": "Recall", "loss": "Loss"}
+PROVENANCE = ("prepared_images_md5", "prepared_index_md5", "split_md5", "checkpoint_md5", "weights_md5", "params_hash")
 PROVENANCE_TITLES = ("images", "index", "split", "checkpoint", "weights", "params")
 PAPER_NUM_VAL = {"br35h": 1200, "figshare": 1226}  # the paper's accuracies are multiples of 1/N
 ALPHA = 0.05
 MISSING = "—"
-LEGEND = ("Best = highest accuracy, ties broken by lowest loss. Δ = ours − paper. 95% CI: percentile "
-          "bootstrap over validation images. McNemar: exact test against our best model of the same "
-          "table. Per-batch: macro scores per training-size batch, averaged (see the audit). "
-          "Hashes: first 8 characters (full in the CSV). “—”: variant not run.\n")
+LEGEND = (
+    "Best = highest accuracy, ties broken by lowest loss. Δ = ours − paper. 95% CI: percentile "
+    "bootstrap over validation images. McNemar: exact test against our best model of the same "
+    "table. Per-batch: macro scores per training-size batch, averaged (see the audit). "
+    "Hashes: first 8 characters (full in the CSV). “—”: variant not run.\n"
+)
 
 
 class ReportInputError(UserError, ValueError):
@@ -64,6 +66,7 @@ class ReportInputError(UserError, ValueError):
 
 
 # ---------------------------------------------------------------- inputs
+
 
 def load_paper_results() -> list[dict]:
     """The paper's Tables 1-4 as rows of strings (values as printed, six decimals)."""
@@ -88,20 +91,22 @@ def read_metrics(path: Path) -> dict:
 def read_predictions(path: Path) -> dict:
     """sample_id (str array), label, pred (int arrays), probs (N, K) from a predictions CSV."""
     if not path.exists():
-        raise ReportInputError(f"{path} not found: the evaluate stage writes it beside "
-                                f"metrics/{path.stem}.json; rerun `dvc repro`")
+        raise ReportInputError(
+            f"{path} not found: the evaluate stage writes it beside metrics/{path.stem}.json; rerun `dvc repro`"
+        )
     frame = pd.read_csv(path, dtype={"sample_id": str})
-    prob_columns = sorted((c for c in frame.columns if c.startswith("prob_")),
-                          key=lambda c: int(c.split("_")[1]))
+    prob_columns = sorted((c for c in frame.columns if c.startswith("prob_")), key=lambda c: int(c.split("_")[1]))
     expected = [f"prob_{k}" for k in range(len(prob_columns))]
-    if not {"sample_id", "label", "pred"} <= set(frame.columns) or prob_columns != expected \
-            or len(prob_columns) < 2:
-        raise ReportInputError(f"{path}: expected columns sample_id,label,pred,prob_0..prob_K-1, "
-                         f"got {list(frame.columns)}")
-    return {"sample_id": frame["sample_id"].to_numpy(),
-            "label": frame["label"].to_numpy(np.int64),
-            "pred": frame["pred"].to_numpy(np.int64),
-            "probs": frame[prob_columns].to_numpy(np.float64)}
+    if not {"sample_id", "label", "pred"} <= set(frame.columns) or prob_columns != expected or len(prob_columns) < 2:
+        raise ReportInputError(
+            f"{path}: expected columns sample_id,label,pred,prob_0..prob_K-1, got {list(frame.columns)}"
+        )
+    return {
+        "sample_id": frame["sample_id"].to_numpy(),
+        "label": frame["label"].to_numpy(np.int64),
+        "pred": frame["pred"].to_numpy(np.int64),
+        "probs": frame[prob_columns].to_numpy(np.float64),
+    }
 
 
 def read_dvclive_series(path: Path) -> dict[int, float]:
@@ -115,10 +120,14 @@ def read_dvclive_series(path: Path) -> dict[int, float]:
 
 # ---------------------------------------------------------------- computing one table
 
+
 def _best(rows: list[dict], values) -> str | None:
     """Model with the highest accuracy, ties by lowest loss, then by paper order."""
-    scored = [(-values(row)["accuracy"], values(row)["loss"], i, row["model"])
-              for i, row in enumerate(rows) if values(row) is not None]
+    scored = [
+        (-values(row)["accuracy"], values(row)["loss"], i, row["model"])
+        for i, row in enumerate(rows)
+        if values(row) is not None
+    ]
     return min(scored)[3] if scored else None
 
 
@@ -138,16 +147,28 @@ def build_table(params: dict, dataset: str, init: str, paper: list[dict], root: 
             if order is None:
                 order = predictions["sample_id"]
             elif not np.array_equal(order, predictions["sample_id"]):
-                raise ReportInputError(f"plots/predictions/{variant}.csv lists validation images in another "
-                                 f"order than the other {dataset} variants; rerun its evaluate stage")
+                raise ReportInputError(
+                    f"plots/predictions/{variant}.csv lists validation images in another "
+                    f"order than the other {dataset} variants; rerun its evaluate stage"
+                )
             correct = predictions["label"] == predictions["pred"]
             if abs(correct.mean() - metrics["accuracy"]) > 1e-9:
-                raise ReportInputError(f"{metrics_path} accuracy {metrics['accuracy']} disagrees with "
-                                 f"plots/predictions/{variant}.csv ({correct.mean()}); rerun evaluate")
-            row.update(ours=metrics, correct=correct, ci=bootstrap_ci(
-                predictions["label"], predictions["pred"], predictions["probs"],
-                predictions["probs"].shape[1], n_resamples=params["eval"]["bootstrap"],
-                seed=params["eval"]["seed"]))
+                raise ReportInputError(
+                    f"{metrics_path} accuracy {metrics['accuracy']} disagrees with "
+                    f"plots/predictions/{variant}.csv ({correct.mean()}); rerun evaluate"
+                )
+            row.update(
+                ours=metrics,
+                correct=correct,
+                ci=bootstrap_ci(
+                    predictions["label"],
+                    predictions["pred"],
+                    predictions["probs"],
+                    predictions["probs"].shape[1],
+                    n_resamples=params["eval"]["bootstrap"],
+                    seed=params["eval"]["seed"],
+                ),
+            )
         rows.append(row)
     best = _best(rows, lambda row: row["ours"])
     paper_best = _best(rows, lambda row: {k: float(row["paper"][k]) for k in ("accuracy", "loss")})
@@ -158,21 +179,35 @@ def build_table(params: dict, dataset: str, init: str, paper: list[dict], root: 
         if row["ours"] is not None:
             row["mcnemar"] = mcnemar_exact(best_correct, row["correct"])
     run = [row for row in rows if row["ours"] is not None]
-    indistinguishable = sum(1 for row in run if not row["best_ours"]
-                            and row["mcnemar"]["p_value"] >= ALPHA)
-    return {"name": table_name(dataset, init), "number": number, "dataset": dataset, "init": init,
-            "rows": rows, "best": best, "paper_best": paper_best, "models_run": len(run),
-            "indistinguishable": indistinguishable if run else None,
-            "num_val": int(run[0]["ours"].get("num_val", run[0]["correct"].size)) if run else None}
+    indistinguishable = sum(1 for row in run if not row["best_ours"] and row["mcnemar"]["p_value"] >= ALPHA)
+    return {
+        "name": table_name(dataset, init),
+        "number": number,
+        "dataset": dataset,
+        "init": init,
+        "rows": rows,
+        "best": best,
+        "paper_best": paper_best,
+        "models_run": len(run),
+        "indistinguishable": indistinguishable if run else None,
+        "num_val": int(run[0]["ours"].get("num_val", run[0]["correct"].size)) if run else None,
+    }
 
 
 # ---------------------------------------------------------------- writing one table
 
+
 def _csv_record(table: dict, row: dict) -> dict:
     ours = row["ours"]
-    record = {"table": table["number"], "dataset": table["dataset"], "init": table["init"],
-              "model": row["model"], "run": int(ours is not None),
-              "best_ours": int(row["best_ours"]), "best_paper": int(row["best_paper"])}
+    record = {
+        "table": table["number"],
+        "dataset": table["dataset"],
+        "init": table["init"],
+        "model": row["model"],
+        "run": int(ours is not None),
+        "best_ours": int(row["best_ours"]),
+        "best_paper": int(row["best_paper"]),
+    }
     for name in METRICS:
         record[name] = ours[name] if ours else ""
         record[f"{name}_ci_low"] = row["ci"][name][0] if ours else ""
@@ -180,9 +215,12 @@ def _csv_record(table: dict, row: dict) -> dict:
         record[f"{name}_paper"] = row["paper"][name]
         record[f"{name}_diff"] = ours[name] - float(row["paper"][name]) if ours else ""
     test = row.get("mcnemar")
-    record.update(mcnemar_b=test["b"] if test else "", mcnemar_c=test["c"] if test else "",
-                  mcnemar_p=test["p_value"] if test else "",
-                  significant=("yes" if test["p_value"] < ALPHA else "no") if test else "")
+    record.update(
+        mcnemar_b=test["b"] if test else "",
+        mcnemar_c=test["c"] if test else "",
+        mcnemar_p=test["p_value"] if test else "",
+        significant=("yes" if test["p_value"] < ALPHA else "no") if test else "",
+    )
     for name in METRICS:
         record[f"batch_{name}"] = ours["batch"][name] if ours else ""
     for key in ("best_epoch", "epochs", "num_val"):
@@ -225,10 +263,12 @@ def table_markdown(table: dict) -> str:
         line = [MODEL_TITLES[row["model"]], ", ".join(best)]
         for name in METRICS:
             ci = row["ci"][name] if ours else None
-            line += [_f(ours[name]) if ours else MISSING,
-                     f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else MISSING,
-                     row["paper"][name],
-                     _f(ours[name] - float(row["paper"][name]), 4, sign=True) if ours else MISSING]
+            line += [
+                _f(ours[name]) if ours else MISSING,
+                f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else MISSING,
+                row["paper"][name],
+                _f(ours[name] - float(row["paper"][name]), 4, sign=True) if ours else MISSING,
+            ]
         scores.append(line)
         test = row.get("mcnemar")
         if ours is None:
@@ -239,22 +279,35 @@ def table_markdown(table: dict) -> str:
             p_text = f"{test['p_value']:.3g} (b={test['b']}, c={test['c']})"
             significant = "yes" if test["p_value"] < ALPHA else "no"
         hashes = [(ours["provenance"].get(key) or "none")[:8] if ours else MISSING for key in PROVENANCE]
-        details.append([MODEL_TITLES[row["model"]], p_text, significant,
-                        _f(ours["batch"]["accuracy"]) if ours else MISSING,
-                        _f(ours["batch"]["f1"]) if ours else MISSING,
-                        str(ours.get("best_epoch", MISSING)) if ours else MISSING, *hashes])
-    detail_header = ["Model", "McNemar p vs our best", f"significant at {ALPHA}",
-                     "per-batch accuracy", "per-batch F1", "best epoch", *PROVENANCE_TITLES]
-    return (_markdown(header, scores) + "\n"
-            + _markdown(detail_header, details))
+        details.append(
+            [
+                MODEL_TITLES[row["model"]],
+                p_text,
+                significant,
+                _f(ours["batch"]["accuracy"]) if ours else MISSING,
+                _f(ours["batch"]["f1"]) if ours else MISSING,
+                str(ours.get("best_epoch", MISSING)) if ours else MISSING,
+                *hashes,
+            ]
+        )
+    detail_header = [
+        "Model",
+        "McNemar p vs our best",
+        f"significant at {ALPHA}",
+        "per-batch accuracy",
+        "per-batch F1",
+        "best epoch",
+        *PROVENANCE_TITLES,
+    ]
+    return _markdown(header, scores) + "\n" + _markdown(detail_header, details)
 
 
 def table_title(table: dict) -> str:
-    return (f"Table {table['number']}: {DATASET_TITLES[table['dataset']]}, "
-            f"{INIT_TITLES[table['init']]}")
+    return f"Table {table['number']}: {DATASET_TITLES[table['dataset']]}, {INIT_TITLES[table['init']]}"
 
 
 # ---------------------------------------------------------------- audit and README
+
 
 def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tuple[str, list[dict]]:
     binary = [row for row in paper if row["dataset"] == "br35h"]
@@ -262,16 +315,21 @@ def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tup
     lines = []
     for result in results:
         internal, closest = result["internal"], result["closest"]
-        lines.append([result["table"], MODEL_TITLES[result["model"]],
-                      "yes" if internal["checks"]["accuracy_is_multiple_of_1_over_n"] else "no",
-                      f"{internal['recall_minus_accuracy']:+.6f}",
-                      f"{internal['f1_gap']:.6f}", f"{internal['f1_gap_bound']:.6f}",
-                      f"{internal['smallest_class_at_most']:.0f}",
-                      "yes" if result["consistent"] else "no",
-                      f"{result['matches']} ({result['balanced_matches']} at 600/600)",
-                      f"{closest['n_pos']}: tp {closest['tp']}, fn {closest['fn']}, "
-                      f"tn {closest['tn']}, fp {closest['fp']}",
-                      f"{result['closest_error']:.2e}"])
+        lines.append(
+            [
+                result["table"],
+                MODEL_TITLES[result["model"]],
+                "yes" if internal["checks"]["accuracy_is_multiple_of_1_over_n"] else "no",
+                f"{internal['recall_minus_accuracy']:+.6f}",
+                f"{internal['f1_gap']:.6f}",
+                f"{internal['f1_gap_bound']:.6f}",
+                f"{internal['smallest_class_at_most']:.0f}",
+                "yes" if result["consistent"] else "no",
+                f"{result['matches']} ({result['balanced_matches']} at 600/600)",
+                f"{closest['n_pos']}: tp {closest['tp']}, fn {closest['fn']}, tn {closest['tn']}, fp {closest['fp']}",
+                f"{result['closest_error']:.2e}",
+            ]
+        )
     consistent = sum(result["consistent"] for result in results)
     on_grid = sum(result["internal"]["checks"]["accuracy_is_multiple_of_1_over_n"] for result in results)
     largest_class = max(result["internal"]["smallest_class_at_most"] for result in results)
@@ -288,16 +346,30 @@ def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tup
         "correct images over the whole validation set is. The gap between F1 and the mean of "
         "precision and recall alone rules out every split, stratified or not, whose smaller "
         f"validation class has more than {largest_class:.0f} images.\n",
-        _markdown(["Table", "Model", "accuracy × 1200 integer", "recall − accuracy",
-                   "(P+R)/2 − F1", "bound at 600/600", "gap needs a class ≤",
-                   "consistent", "matching matrices", "closest matrix (positives: cells)",
-                   "max error"], lines),
+        _markdown(
+            [
+                "Table",
+                "Model",
+                "accuracy × 1200 integer",
+                "recall − accuracy",
+                "(P+R)/2 − F1",
+                "bound at 600/600",
+                "gap needs a class ≤",
+                "consistent",
+                "matching matrices",
+                "closest matrix (positives: cells)",
+                "max error",
+            ],
+            lines,
+        ),
     ]
     ours = [row for table in tables for row in table["rows"] if row["ours"] is not None]
     text.append("\n### Our per-batch versus dataset-level metrics\n")
-    text.append(f"Per-batch: sklearn's macro scores of each batch of {batch_size} validation images "
-                "(labels present in the batch only), then the plain mean over batches, the paper's "
-                "suspected method. Dataset-level: one confusion matrix of all validation images.\n")
+    text.append(
+        f"Per-batch: sklearn's macro scores of each batch of {batch_size} validation images "
+        "(labels present in the batch only), then the plain mean over batches, the paper's "
+        "suspected method. Dataset-level: one confusion matrix of all validation images.\n"
+    )
     if ours:
         lines = []
         for row in ours:
@@ -305,8 +377,10 @@ def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tup
             line = [row["variant"]]
             for name in ("accuracy", "f1", "precision", "recall"):
                 line += [_f(level[name]), _f(batch[name])]
-            line += [_f((level["precision"] + level["recall"]) / 2 - level["f1"]),
-                     _f((batch["precision"] + batch["recall"]) / 2 - batch["f1"])]
+            line += [
+                _f((level["precision"] + level["recall"]) / 2 - level["f1"]),
+                _f((batch["precision"] + batch["recall"]) / 2 - batch["f1"]),
+            ]
             lines.append(line)
         header = ["Variant"]
         for name in ("accuracy", "f1", "precision", "recall"):
@@ -323,14 +397,17 @@ def noise_sentences(tables: list[dict], paper: list[dict]) -> list[str]:
     for dataset in DATASETS:
         sizes = {table["num_val"] for table in tables if table["dataset"] == dataset and table["num_val"]}
         for n in sorted(sizes):
-            sentences.append(f"On {n} {dataset} validation images one image moves accuracy by "
-                             f"{100 / n:.3f} percentage points ({1 / n:.6f}).")
+            sentences.append(
+                f"On {n} {dataset} validation images one image moves accuracy by "
+                f"{100 / n:.3f} percentage points ({1 / n:.6f})."
+            )
     for table in tables:
         values = [float(row["accuracy"]) for row in paper if int(row["table"]) == table["number"]]
         n = PAPER_NUM_VAL[table["dataset"]]
         spread = max(values) - min(values)
-        sentences.append(f"The paper's Table {table['number']} accuracies span {spread:.6f}, "
-                         f"{spread * n:.0f} images of its {n}.")
+        sentences.append(
+            f"The paper's Table {table['number']} accuracies span {spread:.6f}, {spread * n:.0f} images of its {n}."
+        )
     return sentences
 
 
@@ -338,8 +415,7 @@ def summary_lines(tables: list[dict]) -> list[str]:
     lines = []
     for table in tables:
         paper_best = next(row for row in table["rows"] if row["model"] == table["paper_best"])
-        paper_text = (f"paper's best {MODEL_TITLES[table['paper_best']]} "
-                      f"({paper_best['paper']['accuracy']})")
+        paper_text = f"paper's best {MODEL_TITLES[table['paper_best']]} ({paper_best['paper']['accuracy']})"
         if table["best"] is None:
             lines.append(f"- **Table {table['number']}** ({table['name']}): not run; {paper_text}.")
             continue
@@ -347,21 +423,28 @@ def summary_lines(tables: list[dict]) -> list[str]:
         others = table["models_run"] - 1
         if others:
             models_are = "other model is" if others == 1 else "other models are"
-            comparison = (f"{table['indistinguishable']} of {others} {models_are} statistically "
-                          f"indistinguishable from our best (exact McNemar p ≥ {ALPHA}, uncorrected).")
+            comparison = (
+                f"{table['indistinguishable']} of {others} {models_are} statistically "
+                f"indistinguishable from our best (exact McNemar p ≥ {ALPHA}, uncorrected)."
+            )
         else:
             comparison = "No other model of this table was run to compare with."
-        lines.append(f"- **Table {table['number']}** ({table['name']}): our best "
-                     f"{MODEL_TITLES[table['best']]} (accuracy {best['ours']['accuracy']:.6f}, "
-                     f"{table['models_run']} of 12 models run); {paper_text}. {comparison}")
+        lines.append(
+            f"- **Table {table['number']}** ({table['name']}): our best "
+            f"{MODEL_TITLES[table['best']]} (accuracy {best['ours']['accuracy']:.6f}, "
+            f"{table['models_run']} of 12 models run); {paper_text}. {comparison}"
+        )
     return lines
 
 
 def readme_text(tables: list[dict], paper: list[dict], audit_text: str) -> str:
-    parts = ["# Results: Ahamed & Sadia (2022) reproduced\n", "## Summary\n",
-             "\n".join(summary_lines(tables)) + "\n",
-             " ".join(noise_sentences(tables, paper)) + "\n",
-             LEGEND]
+    parts = [
+        "# Results: Ahamed & Sadia (2022) reproduced\n",
+        "## Summary\n",
+        "\n".join(summary_lines(tables)) + "\n",
+        " ".join(noise_sentences(tables, paper)) + "\n",
+        LEGEND,
+    ]
     for table in tables:
         parts += [f"## {table_title(table)}\n", table_markdown(table)]
     parts.append(audit_text)
@@ -369,6 +452,7 @@ def readme_text(tables: list[dict], paper: list[dict], audit_text: str) -> str:
 
 
 # ---------------------------------------------------------------- curves
+
 
 def curves_csv(column: str, values: dict[int, float]) -> str:
     """CSV `epoch,<column>`; only the header when there are no values."""
@@ -400,6 +484,7 @@ def write_curves(tables: list[dict], root: Path) -> list[str]:
 
 # ---------------------------------------------------------------- entry point
 
+
 def summary(tables: list[dict], audit: list[dict]) -> dict:
     per_table, per_init = {}, {}
     for table in tables:
@@ -410,24 +495,27 @@ def summary(tables: list[dict], audit: list[dict]) -> dict:
             best = next(row for row in run if row["best_ours"])
             paper_best = next(row for row in table["rows"] if row["best_paper"])
             per_table[table["name"]] = {
-                "table": table["number"], "models_run": len(run),
-                "best_model": table["best"], "best_accuracy": best["ours"]["accuracy"],
+                "table": table["number"],
+                "models_run": len(run),
+                "best_model": table["best"],
+                "best_accuracy": best["ours"]["accuracy"],
                 "paper_best_model": table["paper_best"],
                 "paper_best_accuracy": float(paper_best["paper"]["accuracy"]),
-                "indistinguishable_from_best": table["indistinguishable"]}
-    return {"tables": per_table,
-            "mean_accuracy_per_init": {init: float(np.mean(values)) for init, values in per_init.items()},
-            "variants": sum(len(values) for values in per_init.values()),
-            "audit": {"binary_rows": len(audit),
-                      "consistent_with_dataset_level": sum(r["consistent"] for r in audit)}}
+                "indistinguishable_from_best": table["indistinguishable"],
+            }
+    return {
+        "tables": per_table,
+        "mean_accuracy_per_init": {init: float(np.mean(values)) for init, values in per_init.items()},
+        "variants": sum(len(values) for values in per_init.values()),
+        "audit": {"binary_rows": len(audit), "consistent_with_dataset_level": sum(r["consistent"] for r in audit)},
+    }
 
 
 def aggregate(params: dict, root: Path = Path(".")) -> dict:
     """Write the four tables, reports/README.md, metrics/summary.json and the curves."""
     root = Path(root)
     paper = load_paper_results()
-    tables = [build_table(params, dataset, init, paper, root)
-              for dataset in DATASETS for init in INITS]
+    tables = [build_table(params, dataset, init, paper, root) for dataset in DATASETS for init in INITS]
     for table in tables:
         text = f"# {table_title(table)}\n\n{LEGEND}\n{table_markdown(table)}"
         atomic_write_text(root / "reports" / f"{table['name']}.md", text)

@@ -55,7 +55,7 @@ def stratified_val_ids(rows: list[dict], val_fraction: float, rng: np.random.Gen
     val: set[str] = set()
     for label in sorted(ids_of):
         order = rng.permutation(len(ids_of[label]))
-        val.update(ids_of[label][i] for i in order[:targets[label]])
+        val.update(ids_of[label][i] for i in order[: targets[label]])
     return val
 
 
@@ -93,8 +93,14 @@ def patient_val_ids(rows: list[dict], val_fraction: float, rng: np.random.Genera
     return val
 
 
-def make_split(index_csv: str | os.PathLike, images_npy: str | os.PathLike, val_fraction: float,
-               seed: int, group_by: str, dataset: str | None = None) -> dict:
+def make_split(
+    index_csv: str | os.PathLike,
+    images_npy: str | os.PathLike,
+    val_fraction: float,
+    seed: int,
+    group_by: str,
+    dataset: str | None = None,
+) -> dict:
     """The split of one prepared dataset (the data/splits/<dataset>.json contents).
 
     dataset only names the data in errors; by default the index's folder name.
@@ -107,8 +113,10 @@ def make_split(index_csv: str | os.PathLike, images_npy: str | os.PathLike, val_
     rows = read_index(index_csv)  # a DataError, reported like a SplitError, for an unusable index
     n_images = np.load(images_npy, mmap_mode="r").shape[0]
     if n_images != len(rows):
-        raise SplitError(f"{index_csv} has {len(rows)} rows but {images_npy} has {n_images} images; "
-                         f"rerun the prepare stage for {dataset}")
+        raise SplitError(
+            f"{index_csv} has {len(rows)} rows but {images_npy} has {n_images} images; "
+            f"rerun the prepare stage for {dataset}"
+        )
     if not 0 < val_fraction < 1:
         raise SplitError(f"split.val_fraction = {val_fraction} must be in (0, 1)")
     rng = np.random.default_rng(seed)
@@ -121,9 +129,11 @@ def make_split(index_csv: str | os.PathLike, images_npy: str | os.PathLike, val_
             print(f"split: {dataset} has no patient ids; group_by: patient splits it image by image")
             val = stratified_val_ids(rows, val_fraction, rng)
         elif unknown:
-            raise SplitError(f"split.group_by = patient, but {unknown} of {len(rows)} samples of {dataset} "
-                             f"have no patient id in {index_csv}; fill the patient_id column or set "
-                             f"split.group_by: none")
+            raise SplitError(
+                f"split.group_by = patient, but {unknown} of {len(rows)} samples of {dataset} "
+                f"have no patient id in {index_csv}; fill the patient_id column or set "
+                f"split.group_by: none"
+            )
         else:
             val = patient_val_ids(rows, val_fraction, rng)
     elif group_by == "none":
@@ -134,8 +144,10 @@ def make_split(index_csv: str | os.PathLike, images_npy: str | os.PathLike, val_
     train_ids = [r["sample_id"] for r in rows if r["sample_id"] not in val]
     val_ids = [r["sample_id"] for r in rows if r["sample_id"] in val]
     if not train_ids or not val_ids:
-        raise SplitError(f"{dataset}: split.val_fraction = {val_fraction} leaves the "
-                         f"{'train' if not train_ids else 'val'} side empty ({len(rows)} samples); change it")
+        raise SplitError(
+            f"{dataset}: split.val_fraction = {val_fraction} leaves the "
+            f"{'train' if not train_ids else 'val'} side empty ({len(rows)} samples); change it"
+        )
     names = class_names_of(rows)
     label_of = {r["sample_id"]: int(r["label"]) for r in rows}
 

@@ -13,8 +13,9 @@ from scipy.stats import binom
 from tumorbench.metrics import METRICS, as_labels, macro_scores, sample_losses
 
 
-def bootstrap_ci(y_true, y_pred, probs, num_classes: int, n_resamples: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+def bootstrap_ci(
+    y_true, y_pred, probs, num_classes: int, n_resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
     """Percentile bootstrap interval of accuracy, macro F1/precision/recall and loss.
 
     Each resample draws N images with replacement (numpy default_rng(seed)).
@@ -63,8 +64,7 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     correct_a = np.asarray(correct_a, dtype=bool)
     correct_b = np.asarray(correct_b, dtype=bool)
     if correct_a.shape != correct_b.shape or correct_a.ndim != 1:
-        raise ValueError(f"need two 1-D arrays of equal length, got shapes "
-                         f"{correct_a.shape} and {correct_b.shape}")
+        raise ValueError(f"need two 1-D arrays of equal length, got shapes {correct_a.shape} and {correct_b.shape}")
     b = int(np.sum(correct_a & ~correct_b))
     c = int(np.sum(~correct_a & correct_b))
     p_value = 1.0 if b + c == 0 else min(1.0, 2 * float(binom.cdf(min(b, c), b + c, 0.5)))

@@ -47,6 +47,7 @@ def _rng(seed: int, *keys: int) -> np.random.Generator:
 
 # ------------------------------------------------------------------ drawing
 
+
 def _smooth_noise(rng: np.random.Generator, h: int, w: int, cells: int) -> np.ndarray:
     """Zero-mean, unit-std noise smooth over about 1/cells of the image (bicubic upsampling)."""
     low = rng.standard_normal((cells, cells)).astype(np.float32)
@@ -106,7 +107,7 @@ def _draw_head(rng: np.random.Generator, h: int, w: int, head: dict, level: floa
     folds = _smooth_noise(rng, h, w, 18)
     matter = _smooth_noise(rng, h, w, 8)
     tissue = 0.45 + 0.07 * np.tanh(1.5 * matter) + 0.03 * folds
-    sulci = np.exp(-(folds / 0.2) ** 2) * np.clip((r - 0.35) / 0.3, 0, 1)
+    sulci = np.exp(-((folds / 0.2) ** 2)) * np.clip((r - 0.35) / 0.3, 0, 1)
     tissue = tissue - head["sulci"] * sulci
 
     # Dark ventricles: two crescents either side of the midline, bigger mid-volume.
@@ -115,7 +116,7 @@ def _draw_head(rng: np.random.Generator, h: int, w: int, head: dict, level: floa
     for side in (-1, 1):
         q = _ellipse(u - side * bend, v, side * 0.12, -0.05, 0.06 * vent_size, 0.28 * vent_size)
         tissue = tissue - 0.3 * _inside(q, 1.0, 0.2)
-    tissue = tissue - 0.15 * np.exp(-(u / (1.5 * px)) ** 2) * (np.abs(v) < 0.75)  # falx on the midline
+    tissue = tissue - 0.15 * np.exp(-((u / (1.5 * px)) ** 2)) * (np.abs(v) < 0.75)  # falx on the midline
     # Symmetric deep grey matter, brighter or darker per head, and a few bright vessels.
     deep = sum(np.exp(-_ellipse(u, v, side * 0.3, 0.05, 0.1, 0.14)) for side in (-1, 1))
     tissue = tissue + head["deep"] * deep
@@ -130,8 +131,9 @@ def _draw_head(rng: np.random.Generator, h: int, w: int, head: dict, level: floa
     return img.astype(np.float32), (r < inner - 0.02)
 
 
-def _draw_lesion(rng: np.random.Generator, h: int, w: int, row: float, col: float, radius: float,
-                 irregularity: float) -> tuple[np.ndarray, np.ndarray]:
+def _draw_lesion(
+    rng: np.random.Generator, h: int, w: int, row: float, col: float, radius: float, irregularity: float
+) -> tuple[np.ndarray, np.ndarray]:
     """A star-shaped lesion: t (pixel distance / lesion radius in that direction) and its outline.
 
     The outline is [x1 y1 x2 y2 ...], 1-based (x = column), as figshare's tumorBorder.
@@ -177,9 +179,16 @@ def _random_head(rng: np.random.Generator, h: int, w: int, fill: float, tilt: fl
     ay = rng.uniform(0.85, 1.0) * fill * h / 2
     ax = min(ay * rng.uniform(0.72, 0.85), fill * w / 2)
     return dict(
-        cy=h / 2 + rng.uniform(-0.04, 0.04) * size, cx=w / 2 + rng.uniform(-0.04, 0.04) * size,
-        ay=ay, ax=ax, angle=rng.uniform(-tilt, tilt), brain=rng.uniform(0.84, 0.9),
-        ventricles=rng.uniform(0.6, 1.3), bend=rng.uniform(0.5, 1.5), deep=rng.uniform(-0.06, 0.08), sulci=rng.uniform(0.05, 0.2),
+        cy=h / 2 + rng.uniform(-0.04, 0.04) * size,
+        cx=w / 2 + rng.uniform(-0.04, 0.04) * size,
+        ay=ay,
+        ax=ax,
+        angle=rng.uniform(-tilt, tilt),
+        brain=rng.uniform(0.84, 0.9),
+        ventricles=rng.uniform(0.6, 1.3),
+        bend=rng.uniform(0.5, 1.5),
+        deep=rng.uniform(-0.06, 0.08),
+        sulci=rng.uniform(0.05, 0.2),
         bias=rng.uniform(0.03, 0.15),
     )
 
@@ -192,6 +201,7 @@ def _add_noise(rng: np.random.Generator, img: np.ndarray, sigma: float) -> np.nd
 
 
 # ------------------------------------------------------------------- Br35H
+
 
 def br35h_image(seed: int, label: int, index: int, stream: int | None = None) -> np.ndarray:
     """One Br35H-like slice as uint8 (H, W); label 1 = tumor, 0 = normal; size 150..400 px.
@@ -303,6 +313,7 @@ def write_br35h_zip(path: str | Path, per_class: int, seed: int, pred: int = 2) 
 
 # --------------------------------------------------------------- figshare
 
+
 def _figshare_patients(seed: int, per_class: list[int], patients: int) -> list[tuple[int, str, int]]:
     """(class index, patient id, fold) of every slice, in file order (ids 1..N).
 
@@ -348,7 +359,7 @@ def figshare_slice(seed: int, label: int, pid: str, index: int, size: int) -> tu
     rim-enhancing mass inside a hemisphere), 2 pituitary (small, centre bottom).
     A patient's slices share the head and the lesion's place, varying in size.
     """
-    patient = _rng(seed, _FIGSHARE_PATIENT, int.from_bytes(pid.encode(), "little") % (2 ** 63))
+    patient = _rng(seed, _FIGSHARE_PATIENT, int.from_bytes(pid.encode(), "little") % (2**63))
     rng = _rng(seed, _FIGSHARE_SLICE, index)
     head = _random_head(patient, size, size, fill=patient.uniform(0.78, 0.92), tilt=np.radians(12))
     for key in ("cy", "cx"):
@@ -399,14 +410,21 @@ def _mat_header(text: str) -> bytes:
 
 def _put_header(data: bytes) -> bytes:
     header = _mat_header(f"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: {MAT_HEADER_DATE} HDF5 schema 1.00 .")
-    return header + data[len(header):]
+    return header + data[len(header) :]
 
 
-def _matlab_dataset(group: h5py.Group, name: str, data: np.ndarray, matlab_class: str,
-                    chunks: tuple[int, int], int_decode: int | None = None) -> None:
+def _matlab_dataset(
+    group: h5py.Group,
+    name: str,
+    data: np.ndarray,
+    matlab_class: str,
+    chunks: tuple[int, int],
+    int_decode: int | None = None,
+) -> None:
     """A dataset as MATLAB writes it: gzip 4, chunked, MATLAB_class (and MATLAB_int_decode) attributes."""
-    dataset = group.create_dataset(name, data=data, chunks=chunks, compression="gzip", compression_opts=4,
-                                   track_times=False)
+    dataset = group.create_dataset(
+        name, data=data, chunks=chunks, compression="gzip", compression_opts=4, track_times=False
+    )
     dataset.attrs["MATLAB_class"] = np.bytes_(matlab_class)
     if int_decode is not None:
         dataset.attrs["MATLAB_int_decode"] = np.int32(int_decode)
@@ -432,8 +450,9 @@ def mat_slice_bytes(image: np.ndarray, mask: np.ndarray, border: np.ndarray, cod
         _matlab_dataset(cj, "label", np.array([[float(code)]]), "double", (1, 1))
         border_column = np.asarray(border, dtype=np.float64).reshape(-1, 1)
         _matlab_dataset(cj, "tumorBorder", border_column, "double", border_column.shape)
-        _matlab_dataset(cj, "tumorMask", np.ascontiguousarray(mask.T.astype(np.uint8)), "logical", mask_chunks,
-                        int_decode=1)
+        _matlab_dataset(
+            cj, "tumorMask", np.ascontiguousarray(mask.T.astype(np.uint8)), "logical", mask_chunks, int_decode=1
+        )
     return _put_header(buffer.getvalue())
 
 
@@ -442,8 +461,9 @@ def cvind_bytes(folds: list[int]) -> bytes:
     buffer = io.BytesIO()
     values = np.array([folds], dtype=np.float64)
     with h5py.File(buffer, "w", userblock_size=512) as f:
-        dataset = f.create_dataset("cvind", data=values, chunks=values.shape, compression="gzip",
-                                   compression_opts=4, track_times=False)
+        dataset = f.create_dataset(
+            "cvind", data=values, chunks=values.shape, compression="gzip", compression_opts=4, track_times=False
+        )
         dataset.attrs["MATLAB_class"] = np.bytes_("double")
     return _put_header(buffer.getvalue())
 

@@ -17,8 +17,8 @@ import ctypes
 import os
 import shutil
 from contextlib import nullcontext
-from functools import lru_cache
 from dataclasses import dataclass
+from functools import cache, lru_cache
 from pathlib import Path
 from types import MethodType
 
@@ -54,13 +54,26 @@ class TrainConfig:
     precision: str = "auto"
 
     @classmethod
-    def from_params(cls, params: dict, init: str) -> "TrainConfig":
+    def from_params(cls, params: dict, init: str) -> TrainConfig:
         t, a, n = params["train"], params["augment"], params["normalize"][init]
-        return cls(epochs=t["epochs"], batch_size=t["batch_size"], lr=t["lr"], step_size=t["step_size"],
-                   gamma=t["gamma"], seed=t["seed"], device=t["device"], compile=t["compile"],
-                   rotation=a["rotation"], hflip=a["hflip"], vflip=a["vflip"], mean=n["mean"], std=n["std"],
-                   eval_batch_size=params["eval"]["batch_size"], interpolation=a["interpolation"],
-                   precision=t["precision"])
+        return cls(
+            epochs=t["epochs"],
+            batch_size=t["batch_size"],
+            lr=t["lr"],
+            step_size=t["step_size"],
+            gamma=t["gamma"],
+            seed=t["seed"],
+            device=t["device"],
+            compile=t["compile"],
+            rotation=a["rotation"],
+            hflip=a["hflip"],
+            vflip=a["vflip"],
+            mean=n["mean"],
+            std=n["std"],
+            eval_batch_size=params["eval"]["batch_size"],
+            interpolation=a["interpolation"],
+            precision=t["precision"],
+        )
 
 
 def pick_device(requested: str) -> torch.device:
@@ -103,7 +116,7 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(M_TRIM_THRESHOLD, 1 << 30))
 
 
-@lru_cache(maxsize=None)
+@cache
 def native_bf16(device: torch.device) -> bool:
     """Whether the device computes bf16 in hardware: CUDA GPUs from Ampere on, CPUs with AVX512-BF16 or AMX.
     Cached: autocast asks once per training step."""
@@ -126,8 +139,9 @@ def autocast(device: torch.device, precision: str):
     return nullcontext()
 
 
-def prepare_model(model: torch.nn.Module, device: torch.device, precision: str,
-                  depthwise_fp32: bool = True) -> torch.nn.Module:
+def prepare_model(
+    model: torch.nn.Module, device: torch.device, precision: str, depthwise_fp32: bool = True
+) -> torch.nn.Module:
     """The model on the device, channels_last; on a CPU in bf16, depthwise convolutions train in fp32
     (depthwise_fp32=False turns that off, for benchmarks)."""
     model = model.to(device).to(memory_format=torch.channels_last)
@@ -196,7 +210,7 @@ def train_one_epoch(model, optimizer, images, labels, cfg: TrainConfig, generato
     seen = 0
     starts = range(0, n, cfg.batch_size)
     for start in tqdm(starts, desc="  train", leave=False, disable=not progress, unit="batch"):
-        idx = order[start:start + cfg.batch_size]
+        idx = order[start : start + cfg.batch_size]
         if len(idx) < 2 <= n:
             break  # BatchNorm cannot train on a batch of one image
         x = model_input(images[idx], cfg, generator)
@@ -218,7 +232,7 @@ def predict(model, images, cfg: TrainConfig) -> torch.Tensor:
     model.eval()
     out = []
     for start in range(0, len(images), cfg.eval_batch_size):
-        x = model_input(images[start:start + cfg.eval_batch_size], cfg, None)
+        x = model_input(images[start : start + cfg.eval_batch_size], cfg, None)
         with autocast(images.device, cfg.precision):
             logits = model(x)
         out.append(torch.softmax(logits.float(), dim=1))
@@ -279,9 +293,21 @@ def load_resume_state(resume_dir: Path, fingerprint: str) -> dict | None:
     return state
 
 
-def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray,
-        val_labels: np.ndarray, cfg: TrainConfig, checkpoint_path: Path, live_dir: Path | None, fingerprint: str,
-        checkpoint_meta: dict, resume_dir: Path, progress: bool = True, stop_after: int | None = None) -> dict:
+def fit(
+    model: torch.nn.Module,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    val_images: np.ndarray,
+    val_labels: np.ndarray,
+    cfg: TrainConfig,
+    checkpoint_path: Path,
+    live_dir: Path | None,
+    fingerprint: str,
+    checkpoint_meta: dict,
+    resume_dir: Path,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Run Algorithm 1; write the best checkpoint to `checkpoint_path`; return a summary.
 
     `stop_after` ends the run after that many epochs in this call, leaving the
@@ -308,16 +334,26 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         restore_rng_states(generator, state["rng"])
-        start_epoch, best_loss, best_epoch, history = (state["epoch"], state["best_loss"],
-                                                       state["best_epoch"], state["history"])
+        start_epoch, best_loss, best_epoch, history = (
+            state["epoch"],
+            state["best_loss"],
+            state["best_epoch"],
+            state["history"],
+        )
         print(f"resume: continuing from epoch {start_epoch} of {cfg.epochs} (best so far: epoch {best_epoch})")
 
     trained = compiled(model, cfg.compile)
     with open_live(live_dir) as live:
         for row in history:  # DVC removed the old log with the stage's outputs: replay it
             log_epoch(live, row)
-        epochs = tqdm(range(start_epoch, cfg.epochs), desc=checkpoint_path.stem, disable=not progress,
-                      initial=start_epoch, total=cfg.epochs, unit="epoch")
+        epochs = tqdm(
+            range(start_epoch, cfg.epochs),
+            desc=checkpoint_path.stem,
+            disable=not progress,
+            initial=start_epoch,
+            total=cfg.epochs,
+            unit="epoch",
+        )
         for epoch in epochs:
             lr = optimizer.param_groups[0]["lr"]
             train_loss = train_one_epoch(trained, optimizer, x_train, y_train, cfg, generator, progress)
@@ -325,18 +361,45 @@ def fit(model: torch.nn.Module, train_images: np.ndarray, train_labels: np.ndarr
             scheduler.step()
             if is_better(val_loss, best_loss):
                 best_loss, best_epoch = val_loss, epoch
-                save_torch({"model": base_model(model).state_dict(), "epoch": epoch, "val_loss": val_loss,
-                            "compute": compute, **checkpoint_meta}, resume_dir / "best.pt")
-            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
-                   "val_accuracy": val_accuracy, "lr": lr}
+                save_torch(
+                    {
+                        "model": base_model(model).state_dict(),
+                        "epoch": epoch,
+                        "val_loss": val_loss,
+                        "compute": compute,
+                        **checkpoint_meta,
+                    },
+                    resume_dir / "best.pt",
+                )
+            row = {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "val_loss": val_loss,
+                "val_accuracy": val_accuracy,
+                "lr": lr,
+            }
             history.append(row)
             log_epoch(live, row)
-            save_torch({"fingerprint": fingerprint, "epoch": epoch + 1, "model": base_model(model).state_dict(),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "rng": rng_states(generator), "best_loss": best_loss, "best_epoch": best_epoch,
-                        "history": history}, resume_dir / "state.pt")
-            epochs.set_postfix(train_loss=f"{train_loss:.4f}", val_loss=f"{val_loss:.4f}",
-                               val_acc=f"{val_accuracy:.4f}", best=best_epoch)
+            save_torch(
+                {
+                    "fingerprint": fingerprint,
+                    "epoch": epoch + 1,
+                    "model": base_model(model).state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": rng_states(generator),
+                    "best_loss": best_loss,
+                    "best_epoch": best_epoch,
+                    "history": history,
+                },
+                resume_dir / "state.pt",
+            )
+            epochs.set_postfix(
+                train_loss=f"{train_loss:.4f}",
+                val_loss=f"{val_loss:.4f}",
+                val_acc=f"{val_accuracy:.4f}",
+                best=best_epoch,
+            )
             if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < cfg.epochs:
                 return {"stopped_at": epoch + 1}
 
