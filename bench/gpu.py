@@ -34,27 +34,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import compile_setting, measure_naive, measure_ours  # noqa: E402
 
-from tumorbench.data import read_index  # noqa: E402
-from tumorbench.metrics import dataset_metrics  # noqa: E402
+from tumorbench.catalog import MODELS, PAPER_DATASETS, paper_table  # noqa: E402
+from tumorbench.data import class_names_of, read_index  # noqa: E402
+from tumorbench.evaluation import validation_metrics  # noqa: E402
+from tumorbench.inference import predict, trained_model  # noqa: E402
+from tumorbench.metrics import METRICS  # noqa: E402
 from tumorbench.models import build_model  # noqa: E402
-from tumorbench.params import COMPILE_MODES, MODELS  # noqa: E402
+from tumorbench.params import COMPILE_MODES  # noqa: E402
 from tumorbench.prepare import prepare  # noqa: E402
+from tumorbench.runtime import configure_runtime, resolved_precision  # noqa: E402
 from tumorbench.splits import make_split  # noqa: E402
-from tumorbench.training import (
-    TrainConfig,
-    configure_runtime,
-    fit,
-    predict,
-    prepare_model,  # noqa: E402
-    resolved_precision,
-)
-
-# (train, val) images per epoch with the paper's 60/40 split
-GRID_SIZES = {"br35h": (1800, 1200), "figshare": (1838, 1226)}
-PAPER_TABLE1 = {
-    "resnet18": (0.990833, 0.989153, 0.990333, 0.991603, 0.038533),
-    "efficientnet-b0": (0.987500, 0.986165, 0.988690, 0.987857, 0.040588),
-}
+from tumorbench.training import TrainConfig, fit  # noqa: E402
 
 
 def log(text: str, sink) -> None:
@@ -267,7 +257,7 @@ def main(argv=None) -> int:
     log("\n## 2. Estimated wall time of the paper grid (48 variants x 100 epochs)", sink)
     total = 0.0
     for model_name, r in rates.items():
-        per_model = sum(2 * 100 * (n_train / r["train"] + n_val / r["eval"]) for n_train, n_val in GRID_SIZES.values())
+        per_model = sum(2 * 100 * (d.num_train / r["train"] + d.num_val / r["eval"]) for d in PAPER_DATASETS.values())
         total += per_model
         log(f"{model_name:<16}{per_model / 60:>8.1f} min (both datasets, both inits)", sink)
     if len(rates) == len(MODELS):
@@ -307,7 +297,8 @@ def main(argv=None) -> int:
             eval_batch_size=256,
         )
         torch.manual_seed(0)
-        model, _ = build_model(model_name, 2, "scratch", args.size)
+        class_names = class_names_of(rows)
+        model, _ = build_model(model_name, len(class_names), "scratch", args.size)
         began = time.time()
         summary = fit(
             model,
@@ -319,15 +310,19 @@ def main(argv=None) -> int:
             checkpoint_path=work / f"{model_name}.pt",
             live_dir=None,
             fingerprint=model_name,
-            checkpoint_meta={},
+            checkpoint_meta={
+                "model_name": model_name,
+                "init": "scratch",
+                "class_names": class_names,
+                "image_size": args.size,
+            },
             resume_dir=work / f"resume-{model_name}",
             progress=False,
         )
         checkpoint = torch.load(work / f"{model_name}.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(checkpoint["model"])
-        model = prepare_model(model, device, cfg.precision)
-        probs = predict(model, torch.from_numpy(images[val_idx]).to(device), cfg).double().cpu().numpy()
-        metrics = dataset_metrics(labels[val_idx], probs.argmax(1), probs, 2)
+        model = trained_model(checkpoint, device, cfg.precision)
+        probs = predict(model, torch.from_numpy(images[val_idx]).to(device), cfg.mean, cfg.std)
+        metrics = validation_metrics(labels[val_idx], probs.double().cpu().numpy(), class_names, args.batch)
         results[model_name] = {
             **metrics,
             "epochs": epochs,
@@ -339,10 +334,9 @@ def main(argv=None) -> int:
 
     log(f"\n{'model':<16}{'':>6}{'accuracy':>10}{'f1':>10}{'precision':>10}{'recall':>10}{'loss':>10}", sink)
     for model_name, m in results.items():
-        paper = PAPER_TABLE1[model_name]
+        paper = [float(paper_table("br35h", "scratch")[model_name][k]) for k in METRICS]
         log(
-            f"{model_name:<16}{'ours':>6}"
-            + "".join(f"{m[k]:>10.6f}" for k in ("accuracy", "f1", "precision", "recall", "loss")),
+            f"{model_name:<16}{'ours':>6}" + "".join(f"{m[k]:>10.6f}" for k in METRICS),
             sink,
         )
         log(f"{'':<16}{'paper':>6}" + "".join(f"{v:>10.6f}" for v in paper), sink)

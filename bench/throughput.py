@@ -24,20 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tumorbench.inference import predict
 from tumorbench.models import build_model, model_flops
 from tumorbench.params import COMPILE_MODES
 from tumorbench.readers import decode_image, read_samples
-from tumorbench.training import (
-    TrainConfig,
-    compiled,
-    configure_runtime,
-    make_optimizer,
-    pick_device,
-    predict,
-    prepare_model,
-    resolved_precision,
-    train_one_epoch,
-)
+from tumorbench.runtime import compiled, configure_runtime, pick_device, prepare_model, resolved_precision
+from tumorbench.training import TrainConfig, make_optimizer, train_one_epoch
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 
@@ -117,11 +109,13 @@ def measure_ours(
     result = {"train": train_rate, "train_window": (began, time.time()), "gflops": model_flops(model, size)}
     if not evaluate:
         return result
-    for _ in range(1 if compile_mode is False else 3):  # warm-up over the timed batch shapes: cudnn.benchmark
-        predict(trained, x[:n], cfg)  # tunes each once; a compiled model compiles, then records CUDA graphs
+    # warm-up over the timed batch shapes: cudnn.benchmark tunes each once; a compiled model compiles,
+    # then records CUDA graphs
+    for _ in range(1 if compile_mode is False else 3):
+        predict(trained, x[:n], cfg.mean, cfg.std, cfg.eval_batch_size, cfg.precision)
     sync(device)
     start = time.perf_counter()
-    predict(trained, x[:n], cfg)
+    predict(trained, x[:n], cfg.mean, cfg.std, cfg.eval_batch_size, cfg.precision)
     sync(device)
     return {**result, "eval": n / (time.perf_counter() - start)}
 

@@ -1,22 +1,22 @@
 """download@<dataset>: fetch and unpack a dataset into data/raw/<dataset>/ (see tumorbench.download)."""
 
 import sys
-from pathlib import Path
 
-from tumorbench import DATASETS
 from tumorbench.download import download
 from tumorbench.errors import run_stage
-from tumorbench.params import load_params
+from tumorbench.params import check_dataset_arg, load_params
+from tumorbench.variants import DOWNLOADS, raw_dir
 
 
 def main(dataset: str) -> None:
     params = load_params()
+    check_dataset_arg(params, dataset)
     manifest = download(
         dataset,
         params["data"][dataset],
         params["data"]["synthetic"],
-        out_dir=Path("data/raw") / dataset,
-        cache_dir=Path(".cache/downloads"),
+        out_dir=raw_dir(dataset),
+        cache_dir=DOWNLOADS,
     )
     files = manifest["files"]
     print(
@@ -26,6 +26,6 @@ def main(dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in DATASETS:
-        sys.exit(f"usage: python stages/download.py <dataset>, dataset one of {list(DATASETS)}")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python stages/download.py <dataset>   (one of params.yaml datasets)")
     run_stage(main)

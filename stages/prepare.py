@@ -5,20 +5,20 @@ Decodes data/raw/<dataset>/ into data/prepared/<dataset>/ (images.npy, index.csv
 
 import sys
 import time
-from pathlib import Path
 
-from tumorbench import DATASETS
 from tumorbench.errors import run_stage
-from tumorbench.params import load_params
+from tumorbench.params import check_dataset_arg, load_params
 from tumorbench.prepare import prepare
+from tumorbench.variants import prepared_dir, raw_dir
 
 
 def main(dataset: str) -> None:
     params = load_params()
+    check_dataset_arg(params, dataset)
     start = time.time()
     report = prepare(
-        Path("data/raw") / dataset,
-        Path("data/prepared") / dataset,
+        raw_dir(dataset),
+        prepared_dir(dataset),
         image_size=params["data"]["image_size"],
         max_unreadable=params["data"]["max_unreadable"],
         dataset_name=dataset,
@@ -30,13 +30,13 @@ def main(dataset: str) -> None:
         f"prepare@{dataset}: {report['n_samples']} samples ({counts}) via the {report['reader']} reader, "
         f"{patients}, {len(report['unreadable'])} unreadable, "
         f"{groups} group{'s' * (groups != 1)} of byte-identical files, {time.time() - start:.1f} s "
-        f"-> data/prepared/{dataset}"
+        f"-> {prepared_dir(dataset)}"
     )
     for item in report["unreadable"][:10]:
         print(f"  unreadable {item['path']}: {item['reason']}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in DATASETS:
-        sys.exit(f"usage: python stages/prepare.py <dataset>, dataset one of {list(DATASETS)}")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python stages/prepare.py <dataset>   (one of params.yaml datasets)")
     run_stage(main)

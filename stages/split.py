@@ -4,18 +4,18 @@ Reads data/prepared/<dataset>/ and writes data/splits/<dataset>.json.
 """
 
 import sys
-from pathlib import Path
 
-from tumorbench import DATASETS
 from tumorbench.errors import run_stage
-from tumorbench.params import load_params
+from tumorbench.params import check_dataset_arg, load_params
 from tumorbench.splits import make_split, write_split
+from tumorbench.variants import prepared_dir, split_path
 
 
 def main(dataset: str) -> None:
     params = load_params()
-    prepared = Path("data/prepared") / dataset
-    out = Path("data/splits") / f"{dataset}.json"
+    check_dataset_arg(params, dataset)
+    prepared = prepared_dir(dataset)
+    out = split_path(dataset)
     split = make_split(
         prepared / "index.csv",
         prepared / "images.npy",
@@ -32,6 +32,6 @@ def main(dataset: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2 or sys.argv[1] not in DATASETS:
-        sys.exit(f"usage: python stages/split.py <dataset>, dataset one of {list(DATASETS)}")
+    if len(sys.argv) != 2:
+        sys.exit("usage: python stages/split.py <dataset>   (one of params.yaml datasets)")
     run_stage(main)

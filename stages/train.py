@@ -21,7 +21,13 @@ def main(dataset: str, model_name: str, init: str) -> None:
     data = load_split_data(dataset)
 
     torch.manual_seed(cfg.seed)
-    model, weights = build_model(model_name, len(data.class_names), init, params["data"]["image_size"])
+    model, weights = build_model(
+        model_name,
+        len(data.class_names),
+        init,
+        params["data"]["image_size"],
+        efficientnet_bn_momentum=params["efficientnet"]["bn_momentum"],
+    )
     provenance = {
         **input_hashes(dataset),
         "params_hash": train_params_hash(params, init),
@@ -34,6 +40,7 @@ def main(dataset: str, model_name: str, init: str) -> None:
         "init": init,
         "class_names": data.class_names,
         "image_size": params["data"]["image_size"],
+        "normalize": params["normalize"][init],
         "provenance": provenance,
     }
 

@@ -13,7 +13,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"
-PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "profiles", ".dvc/config", ".gitignore"]
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "stages", "src", "profiles", ".dvc/config", ".dvc/plots", ".gitignore"]
 
 
 @pytest.fixture(scope="session")

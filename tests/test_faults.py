@@ -33,6 +33,8 @@ from tumorbench.params import load_params
 from tumorbench.prepare import prepare
 from tumorbench.training import TrainConfig, fit
 
+pytestmark = pytest.mark.slow  # end-to-end DVC runs and training: minutes in all
+
 VARIANT = "br35h-resnet18-scratch"
 EPOCHS = 3
 # One dataset, one model; 24 training images in batches of 8: three steps an epoch, so a kill can land mid-epoch.
@@ -105,7 +107,7 @@ def copy_project(src: Path, dest: Path) -> Path:
 def results(project: Path) -> dict[str, bytes]:
     files = (
         sorted(project.glob("metrics/*.json"))
-        + sorted(project.glob("reports/*.csv"))
+        + sorted(project.glob("reports/tables/*.csv"))
         + sorted(project.glob("models/*.pt"))
     )
     return {str(p.relative_to(project)): p.read_bytes() for p in files}

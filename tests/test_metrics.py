@@ -7,6 +7,7 @@ from tumorbench.metrics import (
     confusion,
     dataset_metrics,
     roc_auc_per_class,
+    roc_curve,
     roc_points,
     scores_from_confusion,
 )
@@ -141,3 +142,18 @@ def test_roc_points_multiclass_one_vs_rest():
         assert auc[name] == pytest.approx(skm.roc_auc_score(MULTI_TRUE == k, probs[:, k]))
         fpr, _, _ = skm.roc_curve(MULTI_TRUE == k, probs[:, k])
         assert len([row for row in rows if row["class"] == name]) == len(fpr)
+
+
+def test_roc_curve_equals_sklearns_on_random_scores_with_ties():
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(200):
+        n = int(rng.integers(2, 200))
+        positive = rng.random(n) < rng.random()
+        scores = np.round(rng.random(n), int(rng.integers(1, 4)))  # few decimals: many tied scores
+        if positive.all() or not positive.any():
+            continue
+        for ours, theirs in zip(roc_curve(positive, scores), skm.roc_curve(positive, scores)):
+            np.testing.assert_array_equal(ours, theirs)
+        checked += 1
+    assert checked > 150

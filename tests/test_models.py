@@ -8,17 +8,19 @@ from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch import utils as effnet_utils
 from torch import nn
 
+from tumorbench.catalog import MODELS
 from tumorbench.models import (
     TORCHVISION_MODELS,
     PretrainedWeightsMissing,
     build_model,
     download_weights,
     model_flops,
+    torchvision_model,
     weights_path,
 )
-from tumorbench.params import MODELS
 
 SIZE = 64
+LARGE = ("efficientnet-b5", "efficientnet-b6", "efficientnet-b7")
 HEAD_KEYS = ("fc.weight", "fc.bias", "_fc.weight", "_fc.bias")
 
 
@@ -28,7 +30,7 @@ def imagenet_shaped_state_dict(name: str) -> dict:
     if name == "googlenet":  # the official file holds the auxiliary heads too
         return tvm.googlenet(weights=None, aux_logits=True, init_weights=False).state_dict()
     if name in TORCHVISION_MODELS:
-        return TORCHVISION_MODELS[name][0](weights=None).state_dict()
+        return torchvision_model(name)[0](weights=None).state_dict()
     return EfficientNet.from_name(name).state_dict()
 
 
@@ -84,7 +86,9 @@ def test_scratch_model_builds_and_trains(name, num_classes, empty_torch_home):
 
 
 @pytest.mark.parametrize("num_classes", [2, 3])
-@pytest.mark.parametrize("name", MODELS)
+@pytest.mark.parametrize(  # the largest weight files take seconds to write
+    "name", [pytest.param(m, marks=pytest.mark.slow) if m in LARGE else m for m in MODELS]
+)
 def test_imagenet_model_loads_the_file_strictly_and_trains(name, num_classes, fake_torch_home, monkeypatch):
     home, weights_for = fake_torch_home
     monkeypatch.setenv("TORCH_HOME", str(home))
@@ -209,3 +213,15 @@ def test_unknown_names_are_refused():
         build_model("vgg16", 2, "scratch", SIZE)
     with pytest.raises(ValueError, match="unknown init"):
         build_model("resnet18", 2, "random", SIZE)
+
+
+def test_efficientnet_bn_momentum_option_sets_every_batchnorm_and_nothing_else(empty_torch_home):
+    torch.manual_seed(0)
+    default, _ = build_model("efficientnet-b0", 2, "scratch", SIZE)
+    torch.manual_seed(0)
+    faster, _ = build_model("efficientnet-b0", 2, "scratch", SIZE, efficientnet_bn_momentum=0.1)
+    momenta = {round(m.momentum, 9) for m in default.modules() if isinstance(m, nn.BatchNorm2d)}
+    assert momenta == {0.01}  # efficientnet-pytorch's own default
+    assert {round(m.momentum, 9) for m in faster.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}
+    state, other = default.state_dict(), faster.state_dict()
+    assert all(torch.equal(state[key], other[key]) for key in state)  # same weights: only the momentum differs

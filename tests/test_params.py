@@ -1,10 +1,12 @@
 import copy
+import shutil
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tumorbench.params import ParamsError, load_params, train_param_keys, validate
+from tumorbench.profiles import apply_profile
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,12 +16,55 @@ def params():
     return yaml.safe_load((ROOT / "params.yaml").read_text())
 
 
-def test_committed_profiles_are_valid():
+def flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_committed_profiles_are_valid(tmp_path):
     load_params(ROOT / "params.yaml")
-    paper = yaml.safe_load((ROOT / "profiles/paper.yaml").read_text())
-    validate(paper, root=ROOT)
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    changed = apply_profile(ROOT / "profiles/paper.yaml", tmp_path / "params.yaml")
+    paper = load_params(tmp_path / "params.yaml")
     assert len(paper["models"]) * len(paper["inits"]) * len(paper["datasets"]) == 48
     assert paper["data"]["image_size"] == 224 and paper["train"]["epochs"] == 100
+    # params.yaml with the profile applied differs from params.yaml in the profile's keys, and only there
+    before, after = flatten(load_params(ROOT / "params.yaml")), flatten(paper)
+    assert sorted(key for key in after if after[key] != before[key]) == sorted(changed)
+    assert sorted(changed) == sorted(flatten(yaml.safe_load((ROOT / "profiles/paper.yaml").read_text())))
+    assert "# Embedded profile" in (tmp_path / "params.yaml").read_text()  # comments kept
+    assert apply_profile(ROOT / "profiles/paper.yaml", tmp_path / "params.yaml") == []  # applying twice: no change
+
+
+def test_a_profile_key_params_yaml_lacks_is_an_error(tmp_path):
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    (tmp_path / "typo.yaml").write_text("train: {epoch: 100}\n")
+    with pytest.raises(ParamsError, match="train.epoch is not a key of params.yaml"):
+        apply_profile(tmp_path / "typo.yaml", tmp_path / "params.yaml")
+    assert (tmp_path / "params.yaml").read_text() == (ROOT / "params.yaml").read_text()
+
+
+def test_a_dataset_of_ones_own_is_an_entry_under_data(params, tmp_path):
+    (tmp_path / "kaggle4").mkdir()
+    params["data"]["kaggle4"] = {"source": "path", "path": str(tmp_path / "kaggle4")}
+    params["datasets"] = ["br35h", "kaggle4"]
+    validate(params, root=ROOT)
+    params["data"]["kaggle4"]["source"] = "synthetic"  # only the paper's datasets have a generator
+    with pytest.raises(ParamsError, match="data.kaggle4.source"):
+        validate(params, root=ROOT)
+    params["data"]["kaggle4"]["source"] = "path"
+    params["datasets"] = ["br35h", "kaggle5"]
+    with pytest.raises(ParamsError, match="a dataset of your own needs one too"):
+        validate(params, root=ROOT)
+    params["datasets"] = ["br35h"]
+    params["data"]["Kaggle-4"] = params["data"].pop("kaggle4")  # "-" would break variant names
+    with pytest.raises(ParamsError, match="lower-case letters, digits and _"):
+        validate(params, root=ROOT)
 
 
 @pytest.mark.parametrize(

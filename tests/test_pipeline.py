@@ -15,12 +15,16 @@ from conftest import TINY, dvc, make_project
 
 from tumorbench.data import read_index
 from tumorbench.fileio import md5_file
+from tumorbench.inference import predict
 from tumorbench.metrics import dataset_metrics
 from tumorbench.models import build_model, weights_path
 from tumorbench.params import load_params
 from tumorbench.prepare import prepare
+from tumorbench.runtime import resolved_precision
 from tumorbench.splits import make_split
-from tumorbench.training import TrainConfig, fit, predict, resolved_precision
+from tumorbench.training import TrainConfig, fit
+
+pytestmark = pytest.mark.slow  # end-to-end DVC runs and training: minutes in all
 
 METRIC_KEYS = {"accuracy", "f1", "precision", "recall", "loss"}
 
@@ -68,8 +72,8 @@ def test_embedded_pipeline_runs_every_stage_and_metrics_show_lists_every_variant
         used = {"device": "cpu", "precision": resolved_precision("auto", torch.device("cpu"))}
         assert metrics["compute"] == {"train": used, "evaluate": used}
     for table in ("br35h-scratch", "br35h-imagenet", "figshare-scratch", "figshare-imagenet"):
-        assert (tiny_project / "reports" / f"{table}.md").exists()
-        assert (tiny_project / "reports" / f"{table}.csv").exists()
+        assert (tiny_project / "reports" / "tables" / f"{table}.md").exists()
+        assert (tiny_project / "reports" / "tables" / f"{table}.csv").exists()
     report = (tiny_project / "reports" / "README.md").read_text()
     assert "Audit of the paper's metrics" in report and "McNemar" in report
 
@@ -89,7 +93,7 @@ def test_provenance_hashes_equal_the_ones_dvc_lock_records(tiny_project, torch_h
         else:
             assert provenance["weights_md5"] is None
     # the table's full hashes are the same values
-    rows = {r["model"]: r for r in csv_rows(tiny_project / "reports" / "br35h-imagenet.csv")}
+    rows = {r["model"]: r for r in csv_rows(tiny_project / "reports" / "tables" / "br35h-imagenet.csv")}
     assert rows["resnet18"]["checkpoint_md5"] == lock["models/br35h-resnet18-imagenet.pt"]
     assert rows["resnet50"]["checkpoint_md5"] == ""  # not run: missing, never zero
 
@@ -104,7 +108,7 @@ def csv_rows(path: Path) -> list[dict]:
 def test_plots_show_renders_the_loss_curves(tiny_project):
     dvc("plots", "show", "-o", "html", cwd=tiny_project)
     page = (tiny_project / "html" / "index.html").read_text()
-    assert "Validation loss per epoch, br35h, scratch" in page
+    assert "plots/curves/val_loss/br35h-scratch.csv" in page  # Figure 8: a chart per table, a line per model
     assert "Learning rate per epoch" in page
 
 
@@ -180,7 +184,7 @@ def test_real_br35h_resnet18_from_scratch_reaches_80_percent_in_5_epochs_at_64px
         progress=False,
     )
     model.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True)["model"])
-    probs = predict(model, torch.from_numpy(images[val]), cfg).double().numpy()
+    probs = predict(model, torch.from_numpy(images[val]), cfg.mean, cfg.std).double().numpy()
     metrics = dataset_metrics(labels[val], probs.argmax(1), probs, 2)
     print(f"real Br35H, ResNet-18 scratch, 64 px, 5 epochs: {metrics}")
     assert metrics["accuracy"] >= 0.80

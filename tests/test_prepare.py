@@ -170,6 +170,7 @@ def test_prepare_mat_files(shared_data, tmp_path):
     assert rows[0]["sample_id"] == "1" and rows[-1]["sample_id"] == "3064"
 
 
+@pytest.mark.slow
 def test_prepare_real_br35h_all_decode(shared_data, tmp_path):
     start = time.time()
     report = prepare(

@@ -13,12 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tumorbench.prepare import decode_file
 from tumorbench.readers import (
     ReaderError,
     UnreadableImage,
     decode_image,
-    decode_record,
-    detect_reader,
     natural_key,
     read_mat_slice,
     read_samples,
@@ -81,7 +80,7 @@ def test_br35h_real_png_named_jpg_decode(shared_data):
     png = [r for r in records if Path(r["path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"]
     assert len(png) == 13 and "yes/y355.jpg" in {r["source_path"] for r in png}
     for record in png:
-        pixels = decode_record(record, 32)
+        pixels = decode_file((record["loader"], record["path"], 32))[1]
         assert pixels.shape == (3, 32, 32) and pixels.dtype == np.uint8 and pixels.max() > 0
 
 
@@ -102,7 +101,7 @@ def test_figshare_jpg_real_records(shared_data):
         assert (r["label"], r["label_name"], r["patient_id"]) == (int(row["label"]) - 1, row["label_name"], row["pid"])
     by_id = {r["sample_id"]: r for r in records}
     for sample_id in ("1", "955", "1070", "1207", "3064"):  # 512 and 256 px slices
-        pixels = decode_record(by_id[sample_id], 64)
+        pixels = decode_file((by_id[sample_id]["loader"], by_id[sample_id]["path"], 64))[1]
         assert pixels.shape == (3, 64, 64) and pixels.max() > 0
         assert np.array_equal(pixels[0], pixels[2])  # grayscale copied to 3 channels
 
@@ -179,8 +178,8 @@ def test_br35h_layout_nested_with_junk(tmp_path):
     (base / "Yes" / ".DS_Store").write_bytes(b"junk")
     save_image(root / "__MACOSX" / "download" / "Br35H" / "Yes" / "._y0.jpg")
     (root / "manifest.json").write_text("{}")
-    assert detect_reader(root) == "br35h"
     records, class_names, reader = read_samples(root)
+    assert reader == "br35h"
     assert class_names == ["no", "yes"]
     assert [r["sample_id"] for r in records] == ["no/no0", "no/No1", "yes/y0", "yes/y2", "yes/y10"]
     assert [r["label"] for r in records] == [0, 0, 1, 1, 1]
@@ -258,7 +257,7 @@ def test_nothing_recognisable_names_folder_and_layouts(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     save_image(tmp_path / "only" / "one.jpg")
     with pytest.raises(ReaderError) as error:
-        detect_reader(tmp_path)
+        read_samples(tmp_path)
     assert str(tmp_path) in str(error.value) and "yes/ and no/" in str(error.value) and "cjdata" in str(error.value)
     with pytest.raises(ReaderError, match="not a folder"):
         read_samples(tmp_path / "missing")
@@ -338,7 +337,7 @@ def test_synthetic_br35h_goes_through_the_br35h_reader(synthetic, tmp_path):
     assert Counter(r["label"] for r in records) == {0: 6, 1: 6}
     assert any("/No" in r["sample_id"] for r in records)
     for record in records:
-        assert decode_record(record, 32).shape == (3, 32, 32)
+        assert decode_file((record["loader"], record["path"], 32))[1].shape == (3, 32, 32)
 
 
 def test_synthetic_figshare_goes_through_the_mat_reader(synthetic, tmp_path):

@@ -4,9 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from tumorbench.catalog import MODELS, load_paper_results
 from tumorbench.metrics import batch_mean_metrics, dataset_metrics
-from tumorbench.params import MODELS
-from tumorbench.report import ReportInputError, aggregate, load_paper_results
+from tumorbench.report import COMPACT_WIDTH, ReportInputError, aggregate
 
 N_VAL = 200
 # errors at these validation positions: resnet18 is the best, efficientnet-b0 is clearly worse
@@ -23,8 +23,8 @@ def _params(models):
     }
 
 
-def _write_variant(root, model, errors, epochs=3, sample_ids=None):
-    variant = f"br35h-{model}-scratch"
+def _write_variant(root, model, errors, epochs=3, sample_ids=None, dataset="br35h"):
+    variant = f"{dataset}-{model}-scratch"
     y_true = np.arange(N_VAL) % 2
     y_pred = y_true.copy()
     y_pred[errors] = 1 - y_pred[errors]
@@ -96,7 +96,7 @@ def test_paper_results_has_48_rows_as_printed():
 
 def test_table_csv_has_ours_paper_difference_and_ci(report):
     root, ours, _ = report
-    rows = {row["model"]: row for row in _read_csv(root / "reports" / "br35h-scratch.csv")}
+    rows = {row["model"]: row for row in _read_csv(root / "reports" / "tables" / "br35h-scratch.csv")}
     assert list(rows) == list(MODELS)
     resnet18 = rows["resnet18"]
     assert float(resnet18["accuracy"]) == pytest.approx(0.99) == ours["resnet18"]["accuracy"]
@@ -112,12 +112,12 @@ def test_table_csv_has_ours_paper_difference_and_ci(report):
 
 def test_missing_variants_are_missing_not_zero(report):
     root, _, _ = report
-    rows = {row["model"]: row for row in _read_csv(root / "reports" / "br35h-scratch.csv")}
+    rows = {row["model"]: row for row in _read_csv(root / "reports" / "tables" / "br35h-scratch.csv")}
     for model in ("resnet50", "googlenet", "efficientnet-b7"):
         assert rows[model]["run"] == "0"
         assert rows[model]["accuracy"] == "" and rows[model]["mcnemar_p"] == ""
         assert rows[model]["accuracy_paper"] != ""
-    markdown = (root / "reports" / "br35h-scratch.md").read_text()
+    markdown = (root / "reports" / "tables" / "br35h-scratch.md").read_text()
     resnet50_line = next(line for line in markdown.splitlines() if line.startswith("| ResNet-50 |"))
     assert "—" in resnet50_line and "0.000000" not in resnet50_line
     assert "0.988333" in resnet50_line  # the paper's value is still shown
@@ -125,7 +125,7 @@ def test_missing_variants_are_missing_not_zero(report):
 
 def test_best_markers_and_mcnemar(report):
     root, _, _ = report
-    rows = {row["model"]: row for row in _read_csv(root / "reports" / "br35h-scratch.csv")}
+    rows = {row["model"]: row for row in _read_csv(root / "reports" / "tables" / "br35h-scratch.csv")}
     assert rows["resnet18"]["best_ours"] == "1" and rows["efficientnet-b0"]["best_ours"] == "0"
     assert rows["efficientnet-b7"]["best_paper"] == "1"
     assert float(rows["resnet18"]["mcnemar_p"]) == 1.0
@@ -133,7 +133,7 @@ def test_best_markers_and_mcnemar(report):
     assert (b0["mcnemar_b"], b0["mcnemar_c"]) == ("8", "0")
     assert float(b0["mcnemar_p"]) == pytest.approx(2 * 0.5**8)
     assert b0["significant"] == "yes"
-    markdown = (root / "reports" / "br35h-scratch.md").read_text()
+    markdown = (root / "reports" / "tables" / "br35h-scratch.md").read_text()
     assert "| ResNet-18 | ours |" in markdown and "| EfficientNet-B7 | paper |" in markdown
     assert "McNemar p vs our best" in markdown and "0.00781 (b=8, c=0)" in markdown
 
@@ -146,9 +146,9 @@ def test_all_four_tables_are_written_with_paper_values(report):
         ("figshare-scratch", "0.965742"),
         ("figshare-imagenet", "0.970636"),
     ]:
-        rows = _read_csv(root / "reports" / f"{name}.csv")
+        rows = _read_csv(root / "reports" / "tables" / f"{name}.csv")
         assert len(rows) == 12 and rows[0]["accuracy_paper"] == first_accuracy
-        assert (root / "reports" / f"{name}.md").exists()
+        assert (root / "reports" / "tables" / f"{name}.md").exists()
 
 
 def test_summary_json(report):
@@ -175,17 +175,46 @@ def test_readme_has_summary_tables_audit_and_noise(report):
     assert "br35h-resnet18-scratch" in text.split("per-batch versus dataset-level")[1]
 
 
-def test_curves_have_a_file_per_model_and_table_header_only_when_not_run(report):
+def test_curves_have_one_file_per_table_run_with_a_line_per_model(report):
     root, _, _ = report
-    rows = _read_csv(root / "plots" / "curves" / "br35h-scratch" / "resnet18.csv")
-    assert list(rows[0]) == ["epoch", "val_loss"]
-    assert [row["epoch"] for row in rows] == ["0", "1", "2"]
-    assert float(rows[0]["val_loss"]) == pytest.approx(1.02)
+    rows = _read_csv(root / "plots" / "curves" / "val_loss" / "br35h-scratch.csv")
+    assert list(rows[0]) == ["epoch", "model", "val_loss"]
+    resnet18 = [row for row in rows if row["model"] == "resnet18"]
+    assert [row["epoch"] for row in resnet18] == ["0", "1", "2"]
+    assert float(resnet18[0]["val_loss"]) == pytest.approx(1.02)
+    assert {row["model"] for row in rows} == {"resnet18", "efficientnet-b0"}  # the models run, no others
     lr = _read_csv(root / "plots" / "curves" / "lr.csv")
     assert list(lr[0]) == ["epoch", "lr"] and [float(row["lr"]) for row in lr] == [0.001] * 3
-    for table in ("br35h-scratch", "br35h-imagenet", "figshare-scratch", "figshare-imagenet"):
-        assert sorted(p.stem for p in (root / "plots" / "curves" / table).iterdir()) == sorted(MODELS)
-    assert (root / "plots" / "curves" / "br35h-scratch" / "resnet50.csv").read_text() == "epoch,val_loss\n"
+    assert sorted(p.name for p in (root / "plots" / "curves" / "val_loss").iterdir()) == ["br35h-scratch.csv"]
+
+
+def test_readme_opens_with_a_compact_table_per_table_run_that_fits_100_characters(report):
+    root, ours, _ = report
+    text = (root / "reports" / "README.md").read_text()
+    compact = text[text.index("## Summary") : text.index("\n## Table 1")]
+    lines = [line for line in compact.splitlines() if line.startswith("|")]
+    assert lines[0] == "| Model | Accuracy [95% CI] | Paper | Δ | Macro F1 |"
+    assert len(lines) == 2 + 2  # header, rule, the two models run
+    assert all(len(line) <= COMPACT_WIDTH for line in lines)
+    resnet18 = next(line for line in lines if "ResNet-18" in line)
+    assert resnet18.startswith("| **ResNet-18** | 0.9900 [") and "| 0.9908 | -0.0008 |" in resnet18
+    assert resnet18.endswith(f"| {ours['resnet18']['f1']:.4f} |")
+
+
+def test_a_dataset_of_the_users_own_gets_its_own_table_without_paper_columns(tmp_path):
+    for model, errors in ERRORS.items():
+        _write_variant(tmp_path, model, errors, dataset="kaggle4")
+    params = {**_params(["resnet18", "efficientnet-b0"]), "datasets": ["kaggle4"]}
+    summary = aggregate(params, tmp_path)
+    rows = _read_csv(tmp_path / "reports" / "tables" / "kaggle4-scratch.csv")
+    assert [row["model"] for row in rows] == ["resnet18", "efficientnet-b0"]
+    assert rows[0]["table"] == "" and rows[0]["accuracy_paper"] == "" and rows[0]["accuracy_diff"] == ""
+    assert summary["tables"]["kaggle4-scratch"]["best_model"] == "resnet18"
+    assert summary["tables"]["kaggle4-scratch"]["paper_best_accuracy"] is None
+    text = (tmp_path / "reports" / "README.md").read_text()
+    assert "| Model | Accuracy [95% CI] | Macro F1 |" in text and "## kaggle4, trained from scratch" in text
+    assert "**kaggle4-scratch**: our best ResNet-18" in text
+    assert (tmp_path / "reports" / "tables" / "br35h-scratch.csv").exists()  # the paper's tables, not run
 
 
 def test_variants_with_different_validation_order_are_rejected(tmp_path):

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from conftest import TINY, dvc, make_project, run
 
+pytestmark = pytest.mark.slow  # end-to-end DVC runs and training: minutes in all
+
 CACHED = "Stage '{}' is cached - skipping run, checking out outputs"
 TRAINING_LINE = re.compile(r"best epoch \d+ val loss")  # what stages/train.py prints after training
 
@@ -36,8 +38,8 @@ def stage_names(datasets=("br35h", "figshare"), models=("resnet18",), inits=("sc
 
 
 def results(project: Path) -> dict[str, bytes]:
-    """The numbers a run ends with: every metrics/*.json and reports/*.csv, by relative path."""
-    files = sorted(project.glob("metrics/*.json")) + sorted(project.glob("reports/*.csv"))
+    """The numbers a run ends with: every metrics/*.json and reports/tables/*.csv, by relative path."""
+    files = sorted(project.glob("metrics/*.json")) + sorted(project.glob("reports/tables/*.csv"))
     return {str(p.relative_to(project)): p.read_bytes() for p in files}
 
 
@@ -168,18 +170,18 @@ def test_queued_seed_sweep_runs_and_shows_both_experiments(tmp_path):
     assert found[1]["provenance"]["checkpoint_md5"] != found[2]["provenance"]["checkpoint_md5"]
 
 
-def test_split_grid_shares_are_disjoint_dvc_targets_covering_the_grid(tmp_path):
+def test_grid_shares_are_disjoint_dvc_targets_covering_the_grid(tmp_path):
     project = make_project(
         tmp_path / "grid",
         **{**TINY, "models": ["resnet18", "efficientnet-b0", "googlenet"], "inits": ["scratch", "imagenet"]},
     )
-    script = Path(__file__).resolve().parents[1] / "bench" / "split_grid.py"
-    shares = [run([sys.executable, str(script), str(k), "5"], cwd=project).stdout.split() for k in range(5)]
+    tumorbench = str(Path(sys.executable).parent / "tumorbench")
+    shares = [run([tumorbench, "grid", str(k), "5"], cwd=project).stdout.split() for k in range(5)]
     evaluate_stages = [
         s for s in dvc("stage", "list", "--name-only", cwd=project).stdout.split() if s.startswith("evaluate@")
     ]
     assert len(evaluate_stages) == 12
     assert sorted(sum(shares, [])) == sorted(evaluate_stages)  # disjoint, complete, real stage names
     assert sorted(len(s) for s in shares) == [2, 2, 2, 3, 3]
-    empty = run([sys.executable, str(script), "12", "13"], cwd=project, check=False)
+    empty = run([tumorbench, "grid", "12", "13"], cwd=project, check=False)
     assert empty.returncode == 1 and not empty.stdout  # never an empty target list: that would run everything

@@ -12,7 +12,8 @@ from torch import nn
 
 from tumorbench.fileio import md5_file
 from tumorbench.models import build_model
-from tumorbench.training import TrainConfig, compiled, fit, make_optimizer, prepare_model, resolved_precision
+from tumorbench.runtime import compiled, prepare_model, resolved_precision
+from tumorbench.training import TrainConfig, fit, make_optimizer
 
 
 def config(**overrides) -> TrainConfig:
@@ -124,6 +125,7 @@ def run_fit(tmp_path, name, stop_after=None, epochs=3):
     )
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_results_on_cpu(tmp_path):
     first = run_fit(tmp_path, "a.pt")
     second = run_fit(tmp_path, "b.pt")
@@ -131,6 +133,7 @@ def test_same_seed_gives_identical_results_on_cpu(tmp_path):
     assert md5_file(tmp_path / "a.pt") == md5_file(tmp_path / "b.pt")
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     uninterrupted = run_fit(tmp_path, "full.pt")
     stopped = run_fit(tmp_path, "resumed.pt", stop_after=1)
@@ -144,6 +147,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     assert len(logged) == 1 + 3  # header + every epoch, the replayed ones included
 
 
+@pytest.mark.slow
 def test_resume_state_from_other_inputs_is_ignored(tmp_path, capsys):
     run_fit(tmp_path, "x.pt", stop_after=1)
     torch.manual_seed(0)
@@ -212,6 +216,7 @@ def test_checkpoint_records_the_device_and_precision_it_was_trained_with(tmp_pat
     assert checkpoint["compute"] == {"device": "cpu", "precision": resolved_precision("auto", torch.device("cpu"))}
 
 
+@pytest.mark.slow
 def test_compiled_training_saves_plain_state_dicts(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -247,6 +252,7 @@ def test_compile_setting_reaches_torch_compile_as_its_mode(monkeypatch):
     assert calls == [None, "reduce-overhead"]
 
 
+@pytest.mark.slow
 def test_resume_state_from_another_precision_is_ignored(tmp_path, capsys):
     torch.manual_seed(0)
     model, _ = build_model("resnet18", 2, "scratch", 32)
@@ -267,7 +273,7 @@ def test_resume_state_from_another_precision_is_ignored(tmp_path, capsys):
 
 MALLOC_STATE = """
 import ctypes, sys, torch
-from tumorbench.training import configure_runtime
+from tumorbench.runtime import configure_runtime
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
@@ -288,6 +294,7 @@ print((held.hblkhd - start.hblkhd) >> 20, (held.arena - freed.arena) >> 20)
 
 
 @pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc 2.33+")
+@pytest.mark.slow
 def test_cpu_runtime_keeps_freed_memory_for_reuse():
     """A batch-sized block comes from malloc's heap and stays there when freed, for the next batch to
     reuse without page faults; glibc's default maps such a block and unmaps it on free."""

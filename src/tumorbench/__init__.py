@@ -1,3 +1,1 @@
 """tumorbench: reproduce Ahamed & Sadia (2022) as a DVC pipeline."""
-
-DATASETS = ("br35h", "figshare")

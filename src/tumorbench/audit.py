@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from tumorbench.catalog import PAPER_DATASETS
 from tumorbench.metrics import macro_scores
 
 SCORES = ("accuracy", "f1", "precision", "recall")
 TOLERANCE = 5e-7 + 1e-12  # half a unit of the 6th decimal, plus float slack
-NUM_VAL = 1200  # Br35H: 3000 images, 40% validation
+NUM_VAL = PAPER_DATASETS["br35h"].num_val  # Br35H: 3000 images, 40% validation
 NEAR_BALANCED = range(560, 641)  # positives an unstratified 40% split plausibly draws
 
 

@@ -54,7 +54,7 @@ def rotation_flip_matrices(
 
 
 def affine_grid(theta: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """F.affine_grid(theta, (B, C, height, width), align_corners=False), 30x faster on a CPU.
+    """F.affine_grid(theta, (B, C, height, width), align_corners=False), faster on a CPU.
 
     An affine map is a sum of a term along x and a term along y, so the grid is one broadcast
     add of (B, 1, W, 2) and (B, H, 1, 2); torch's version multiplies a materialised (B, H*W, 3)
@@ -136,7 +136,7 @@ def rotate_and_flip_nearest(
 ) -> torch.Tensor:
     """As rotate_and_flip, but nearest-neighbour (grid_sample(mode="nearest")'s pixels, up to
     float rounding at exact half-pixel ties), done as one gather of source pixels, so it works on
-    uint8 batches and is several times faster on a CPU. Every |angle| must be <= max_degrees: the
+    uint8 batches and is faster on a CPU (docs/PERFORMANCE.md). Every |angle| must be <= max_degrees: the
     images get a zero border just wide enough for that turn, so no position needs a bounds check
     (checked on a CPU; on a GPU the check would wait for the device, and a larger angle fails
     there with an out-of-bounds index)."""

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tumorbench.errors import UserError
-
-PREPARED = Path("data/prepared")
-SPLITS = Path("data/splits")
+from tumorbench.variants import prepared_dir, split_path
 
 
 class DataError(UserError, ValueError):
@@ -67,9 +65,9 @@ def class_names_of(rows: list[dict]) -> list[str]:
 
 
 def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:
-    prepared = root / PREPARED / dataset
-    split_path = root / SPLITS / f"{dataset}.json"
-    for path in (prepared / "images.npy", prepared / "index.csv", split_path):
+    prepared = root / prepared_dir(dataset)
+    split_file = root / split_path(dataset)
+    for path in (prepared / "images.npy", prepared / "index.csv", split_file):
         if not path.exists():
             raise DataError(f"{path} is missing: run `dvc repro split@{dataset}` first")
     images = np.load(prepared / "images.npy", mmap_mode="r")
@@ -79,12 +77,12 @@ def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:
             f"{prepared}: index.csv has {len(rows)} rows but images.npy has {len(images)}; "
             f"rerun `dvc repro -f -s prepare@{dataset}`"
         )
-    split = json.loads(split_path.read_text())
+    split = json.loads(split_file.read_text())
     position = {r["sample_id"]: i for i, r in enumerate(rows)}
     missing = [s for s in split["train"] + split["val"] if s not in position]
     if missing:
         raise DataError(
-            f"{split_path} names samples not in {prepared / 'index.csv'} (e.g. {missing[:3]}); "
+            f"{split_file} names samples not in {prepared / 'index.csv'} (e.g. {missing[:3]}); "
             f"rerun `dvc repro split@{dataset}`"
         )
     labels = np.array([int(r["label"]) for r in rows], dtype=np.int64)

@@ -14,10 +14,12 @@ import torch
 from tumorbench.data import load_split_data
 from tumorbench.errors import UserError
 from tumorbench.fileio import atomic_write_json, atomic_write_text, md5_file
+from tumorbench.inference import predict, trained_model
 from tumorbench.metrics import batch_mean_metrics, dataset_metrics, roc_auc_per_class, roc_points
-from tumorbench.models import build_model
-from tumorbench.training import TrainConfig, configure_runtime, pick_device, predict, prepare_model, resolved_precision
+from tumorbench.runtime import configure_runtime, pick_device, resolved_precision
 from tumorbench.variants import Variant, input_hashes, train_params_hash
+
+CHECKPOINT_KEYS = ("model", "model_name", "init", "class_names", "image_size", "epoch")
 
 
 class CheckpointError(UserError, RuntimeError):
@@ -40,8 +42,9 @@ def load_checkpoint(path: Path, variant_name: str) -> dict:
         ) from None
     except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
         raise CheckpointError(f"{path} is truncated or corrupted ({error}); {restore}") from None
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
-        raise CheckpointError(f"{path} is not a tumorbench checkpoint (no 'model' entry); {restore}")
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint] if isinstance(checkpoint, dict) else ["all"]
+    if missing:
+        raise CheckpointError(f"{path} is not a tumorbench checkpoint (it lacks {missing}); {restore}")
     return checkpoint
 
 
@@ -68,30 +71,34 @@ def roc_csvs(rows: list[dict]) -> dict[str, str]:
     return {name: "\n".join(lines) + "\n" for name, lines in out.items()}
 
 
+def validation_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str], batch_size: int) -> dict:
+    """Dataset-level scores, the per-batch means (batches of `batch_size`, in order) and per-class AUCs."""
+    preds = probs.argmax(1)
+    k = len(class_names)
+    metrics = dataset_metrics(labels, preds, probs, k)
+    metrics["batch"] = batch_mean_metrics(labels, preds, probs, batch_size)
+    metrics["auc"] = roc_auc_per_class(labels, probs, k, class_names)
+    return metrics
+
+
 def evaluate_variant(variant: Variant, params: dict) -> dict:
     checkpoint = load_checkpoint(variant.checkpoint, variant.name)
     data = load_split_data(variant.dataset)
-    cfg = TrainConfig.from_params(params, variant.init)
-    device = pick_device(cfg.device)
+    precision, normalize = params["train"]["precision"], params["normalize"][variant.init]
+    device = pick_device(params["train"]["device"])
     configure_runtime(device)
 
-    model, _ = build_model(
-        variant.model, len(data.class_names), variant.init, params["data"]["image_size"], load_weights=False
-    )
-    model.load_state_dict(checkpoint["model"])
-    model = prepare_model(model, device, cfg.precision)
-    probs = predict(model, torch.from_numpy(data.val_images).to(device), cfg).double().cpu().numpy()
+    model = trained_model(checkpoint, device, precision)
+    images = torch.from_numpy(data.val_images).to(device)
+    probs = predict(model, images, normalize["mean"], normalize["std"], params["eval"]["batch_size"], precision)
+    probs = probs.double().cpu().numpy()
     labels = data.val_labels
-    preds = probs.argmax(1)
-    k = len(data.class_names)
 
-    metrics = dataset_metrics(labels, preds, probs, k)
-    metrics["batch"] = batch_mean_metrics(labels, preds, probs, params["train"]["batch_size"])
-    metrics["auc"] = roc_auc_per_class(labels, probs, k, data.class_names)
+    metrics = validation_metrics(labels, probs, data.class_names, params["train"]["batch_size"])
     metrics.update(best_epoch=int(checkpoint["epoch"]), epochs=params["train"]["epochs"], num_val=int(len(labels)))
     metrics["compute"] = {
         "train": checkpoint.get("compute"),
-        "evaluate": {"device": device.type, "precision": resolved_precision(cfg.precision, device)},
+        "evaluate": {"device": device.type, "precision": resolved_precision(precision, device)},
     }
     weights_md5 = checkpoint.get("provenance", {}).get("weights_md5")
     metrics["provenance"] = {
@@ -102,7 +109,8 @@ def evaluate_variant(variant: Variant, params: dict) -> dict:
     }
 
     atomic_write_text(variant.predictions, predictions_csv(data.val_ids, labels, probs, data.class_names))
-    for class_name, text in roc_csvs(roc_points(labels, probs, k, data.class_names)).items():
+    roc = roc_points(labels, probs, len(data.class_names), data.class_names)
+    for class_name, text in roc_csvs(roc).items():
         atomic_write_text(variant.roc_dir / f"{class_name}.csv", text)
     atomic_write_json(variant.metrics, metrics)  # last: no metrics unless everything else worked
     return metrics

@@ -14,7 +14,6 @@ All functions take integer labels 0..K-1 and softmax probabilities (N, K).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import auc, roc_curve
 
 METRICS = ("accuracy", "f1", "precision", "recall", "loss")
 PROB_FLOOR = 1e-12  # log(0) guard for the cross-entropy
@@ -137,8 +136,27 @@ def batch_mean_metrics(y_true, y_pred, probs, batch_size: int) -> dict[str, floa
     return {name: float(np.mean(per_batch[name])) for name in METRICS}
 
 
+def roc_curve(positive: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds) as sklearn.metrics.roc_curve(positive, scores) gives them (its default
+    drop_intermediate=True, first threshold +inf), in numpy: importing scikit-learn costs a stage seconds."""
+    positive = np.asarray(positive, dtype=bool)
+    order = np.argsort(scores, kind="mergesort")[::-1]
+    scores, positive = np.asarray(scores, dtype=np.float64)[order], positive[order]
+    last_of_value = np.r_[np.flatnonzero(np.diff(scores)), positive.size - 1]  # where the score changes
+    tps = np.cumsum(positive)[last_of_value]
+    fps = 1 + last_of_value - tps
+    thresholds = scores[last_of_value]
+    if len(fps) > 2:  # drop points on a straight line between their neighbours, as sklearn does
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
+    fps, tps, thresholds = np.r_[0, fps], np.r_[0, tps], np.r_[np.inf, thresholds]
+    fpr = fps / fps[-1] if fps[-1] > 0 else np.full(fps.shape, np.nan)
+    tpr = tps / tps[-1] if tps[-1] > 0 else np.full(tps.shape, np.nan)
+    return fpr, tpr, thresholds
+
+
 def roc_points(y_true, probs, num_classes: int, class_names: list[str] | None = None) -> list[dict]:
-    """ROC curve points from sklearn.metrics.roc_curve, as rows {class, fpr, tpr, threshold}.
+    """ROC curve points (`roc_curve`), as rows {class, fpr, tpr, threshold}.
 
     Binary: one curve, positive class 1. More classes: one-vs-rest per class.
     `class` is the class name (or its label as text). sklearn's first
@@ -167,7 +185,7 @@ def roc_auc_per_class(y_true, probs, num_classes: int, class_names: list[str] | 
     areas = {}
     for k in _roc_classes(num_classes):
         fpr, tpr, _ = roc_curve(y_true == k, probs[:, k])
-        areas[names[k]] = float(auc(fpr, tpr))
+        areas[names[k]] = float(np.trapezoid(tpr, fpr))
     return areas
 
 

@@ -25,22 +25,33 @@ import re
 from pathlib import Path
 
 import torch
-import torchvision.models as tvm
 from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch import utils as effnet_utils
 from torch import nn
 
+from tumorbench.catalog import INITS, MODELS
 from tumorbench.errors import UserError
 from tumorbench.fileio import md5_file
-from tumorbench.params import INITS, MODELS
 
-# name -> (torchvision builder, its ImageNet V1 weights)
+# name -> (torchvision.models builder, its weights enum; the ImageNet V1 weights are used)
 TORCHVISION_MODELS = {
-    "resnet50": (tvm.resnet50, tvm.ResNet50_Weights.IMAGENET1K_V1),
-    "resnet18": (tvm.resnet18, tvm.ResNet18_Weights.IMAGENET1K_V1),
-    "resnext50": (tvm.resnext50_32x4d, tvm.ResNeXt50_32X4D_Weights.IMAGENET1K_V1),
-    "googlenet": (tvm.googlenet, tvm.GoogLeNet_Weights.IMAGENET1K_V1),
+    "resnet50": ("resnet50", "ResNet50_Weights"),
+    "resnet18": ("resnet18", "ResNet18_Weights"),
+    "resnext50": ("resnext50_32x4d", "ResNeXt50_32X4D_Weights"),
+    "googlenet": ("googlenet", "GoogLeNet_Weights"),
 }
+
+
+def torchvision_model(name: str):
+    """(builder, ImageNet V1 weights) of a torchvision model. torchvision is imported here, not at the top:
+    importing it takes seconds, which a stage that trains or evaluates an EfficientNet need not pay."""
+    import torchvision.models as tvm
+
+    builder, weights = TORCHVISION_MODELS[name]
+    return getattr(tvm, builder), getattr(tvm, weights).IMAGENET1K_V1
+
+
+EFFICIENTNET_BN_MOMENTUM = 0.01  # efficientnet-pytorch's own: TensorFlow's decay of 0.99
 
 
 class PretrainedWeightsMissing(UserError, RuntimeError):
@@ -50,7 +61,7 @@ class PretrainedWeightsMissing(UserError, RuntimeError):
 def weights_path(name: str) -> tuple[Path, str]:
     """(file, url): where the ImageNet weights of `name` are cached and their official URL."""
     if name in TORCHVISION_MODELS:
-        url = TORCHVISION_MODELS[name][1].url
+        url = torchvision_model(name)[1].url
     elif name in effnet_utils.url_map:
         url = effnet_utils.url_map[name]
     else:
@@ -120,7 +131,7 @@ def fold_symmetric_padding(model: EfficientNet) -> None:
 
 
 def build_torchvision(name: str, num_classes: int, init: str, load_weights: bool, download: bool):
-    builder, weights = TORCHVISION_MODELS[name]
+    builder, weights = torchvision_model(name)
     options = {}
     if name == "googlenet":
         options = {"aux_logits": False, "transform_input": init == "imagenet", "init_weights": init == "scratch"}
@@ -141,30 +152,41 @@ def build_torchvision(name: str, num_classes: int, init: str, load_weights: bool
     return model, info
 
 
-def build_efficientnet(name: str, num_classes: int, init: str, image_size: int, load_weights: bool, download: bool):
+def build_efficientnet(
+    name: str, num_classes: int, init: str, image_size: int, load_weights: bool, download: bool, bn_momentum: float
+):
+    # efficientnet-pytorch takes TensorFlow's convention: the decay of the running averages, 1 - PyTorch's momentum
+    options = {"num_classes": num_classes, "image_size": image_size, "batch_norm_momentum": 1 - bn_momentum}
     info = None
     if init == "imagenet" and load_weights:
         file, url = ensure_weights(name, download)
         # Loads all but _fc (asserting exactly _fc is missing); torch >= 2.6 loads with weights_only=True.
-        model = EfficientNet.from_pretrained(
-            name, weights_path=str(file), num_classes=num_classes, image_size=image_size
-        )
+        model = EfficientNet.from_pretrained(name, weights_path=str(file), **options)
         info = {"file": str(file), "md5": md5_file(file), "url": url}
     else:
-        model = EfficientNet.from_name(name, num_classes=num_classes, image_size=image_size)
+        model = EfficientNet.from_name(name, **options)
     use_silu(model)
     fold_symmetric_padding(model)
     return model, info
 
 
 def build_model(
-    name: str, num_classes: int, init: str, image_size: int, *, load_weights: bool = True, download: bool = True
+    name: str,
+    num_classes: int,
+    init: str,
+    image_size: int,
+    *,
+    load_weights: bool = True,
+    download: bool = True,
+    efficientnet_bn_momentum: float = EFFICIENTNET_BN_MOMENTUM,
 ) -> tuple[nn.Module, dict | None]:
     """(model, weights_info): `name` with a `num_classes` head, initialised as `init`.
 
     weights_info is None for scratch, else {"file", "md5", "url"} of the ImageNet weights loaded.
     load_weights=False builds the same architecture without reading weights (to load a checkpoint into);
     download=False raises PretrainedWeightsMissing instead of downloading a missing weight file.
+    efficientnet_bn_momentum: the BatchNorm momentum of EfficientNet's layers (PyTorch's convention; the
+    library's default unless given); it changes how training updates the running statistics, nothing else.
     The model is on the CPU and returns a logits tensor in train and eval mode.
     """
     if name not in MODELS:
@@ -173,7 +195,7 @@ def build_model(
         raise ValueError(f"unknown init {init!r}; known: {list(INITS)}")
     if name in TORCHVISION_MODELS:
         return build_torchvision(name, num_classes, init, load_weights, download)
-    return build_efficientnet(name, num_classes, init, image_size, load_weights, download)
+    return build_efficientnet(name, num_classes, init, image_size, load_weights, download, efficientnet_bn_momentum)
 
 
 def model_flops(model: nn.Module, image_size: int) -> float:

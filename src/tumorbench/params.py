@@ -8,29 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import yaml
 
-from tumorbench import DATASETS
+from tumorbench.catalog import DATA_KEYS, INITS, MODELS, PAPER_DATASETS
 from tumorbench.errors import UserError
 
-MODELS = (
-    "resnet50",
-    "resnet18",
-    "resnext50",
-    "googlenet",
-    "efficientnet-b0",
-    "efficientnet-b1",
-    "efficientnet-b2",
-    "efficientnet-b3",
-    "efficientnet-b4",
-    "efficientnet-b5",
-    "efficientnet-b6",
-    "efficientnet-b7",
-)
-INITS = ("scratch", "imagenet")
-SOURCES = ("synthetic", "url", "kaggle", "path")
+SOURCES = ("synthetic", "url", "kaggle", "path")  # synthetic: paper datasets only; kaggle: br35h only
+OWN_SOURCES = ("url", "path")  # a dataset of the user's own
+DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")  # it becomes part of paths and stage names split at "-"
 GROUP_BY = ("none", "patient")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -56,13 +44,13 @@ def _fail(key: str, value, allowed: str):
     raise ParamsError(f"params.yaml: {key} = {value!r} is invalid; allowed: {allowed}")
 
 
-def _check_list(params, key, allowed):
+def _check_list(params, key, allowed, hint=""):
     values = _get(params, key)
     if not isinstance(values, list) or not values:
         _fail(key, values, f"a non-empty list drawn from {list(allowed)}")
     for value in values:
         if value not in allowed:
-            _fail(key, value, f"any of {list(allowed)}")
+            _fail(key, value, f"any of {list(allowed)}{hint}")
     if len(set(values)) != len(values):
         _fail(key, values, "a list without repeats")
 
@@ -77,30 +65,54 @@ def _check_number(params, key, kind, low=None, high=None, low_open=False, high_o
         _fail(key, value, text)
 
 
+def dataset_entries(params: dict) -> list[str]:
+    """The datasets params.yaml describes: every key under data: but data's own keys."""
+    data = _get(params, "data")
+    if not isinstance(data, dict):
+        _fail("data", data, "a mapping with image_size, max_unreadable, synthetic and one entry per dataset")
+    return [name for name in data if name not in DATA_KEYS]
+
+
+def _check_dataset(params: dict, name: str, root: Path) -> None:
+    key = f"data.{name}"
+    spec = _get(params, key)
+    if not DATASET_NAME.fullmatch(str(name)):
+        _fail(key, spec, "a dataset name of lower-case letters, digits and _ (it names files and stages)")
+    if not isinstance(spec, dict):
+        _fail(key, spec, "a mapping {source: path, path: <folder or zip>} or {source: url, url: <http(s) URL>}")
+    source = spec.get("source")
+    allowed = SOURCES if name in PAPER_DATASETS else OWN_SOURCES
+    if name != "br35h":
+        allowed = tuple(s for s in allowed if s != "kaggle")
+    if source not in allowed:
+        _fail(f"{key}.source", source, f"one of {list(allowed)} for dataset {name}")
+    if source == "url" and not str(spec.get("url") or "").startswith(("http://", "https://")):
+        _fail(f"{key}.url", spec.get("url"), "an http(s) URL when source is url")
+    if source == "path":
+        path = str(spec.get("path") or "")
+        if not path or not (root / path).exists():
+            _fail(
+                f"{key}.path", path, "an existing archive or folder (relative to the project root) when source is path"
+            )
+    sha = str(spec.get("sha256") or "")
+    if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
+        _fail(f"{key}.sha256", sha, "empty or 64 hex digits")
+
+
 def validate(params: dict, root: Path = Path(".")) -> dict:
-    _check_list(params, "datasets", DATASETS)
+    for name in dataset_entries(params):
+        _check_dataset(params, name, root)
+    _check_list(
+        params,
+        "datasets",
+        dataset_entries(params),
+        " (the entries under data:); a dataset of your own needs one too, e.g. "
+        "data.<name>: {source: path, path: <folder with one subfolder per class>}",
+    )
     _check_list(params, "models", MODELS)
     _check_list(params, "inits", INITS)
     _check_number(params, "data.image_size", int, low=32, text="an integer >= 32")
     _check_number(params, "data.max_unreadable", float, 0, 1, high_open=True, text="a fraction in [0, 1)")
-    for dataset in DATASETS:
-        spec = _get(params, f"data.{dataset}")
-        source = _get(params, f"data.{dataset}.source")
-        if source not in SOURCES:
-            _fail(f"data.{dataset}.source", source, f"one of {list(SOURCES)}")
-        if source == "url" and not str(spec.get("url") or "").startswith(("http://", "https://")):
-            _fail(f"data.{dataset}.url", spec.get("url"), "an http(s) URL when source is url")
-        if source == "path":
-            path = str(spec.get("path") or "")
-            if not path or not (root / path).exists():
-                _fail(
-                    f"data.{dataset}.path",
-                    path,
-                    "an existing archive or folder (relative to the project root) when source is path",
-                )
-        sha = str(spec.get("sha256") or "")
-        if sha and (len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha.lower())):
-            _fail(f"data.{dataset}.sha256", sha, "empty or 64 hex digits")
     _check_number(params, "data.synthetic.seed", int, text="an integer")
     _check_number(params, "data.synthetic.br35h_per_class", int, low=2, text="an integer >= 2")
     per_class = _get(params, "data.synthetic.figshare_per_class")
@@ -129,6 +141,15 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
     compile_mode = _get(params, "train.compile")
     if not (isinstance(compile_mode, bool) or compile_mode in COMPILE_MODES):
         _fail("train.compile", compile_mode, f"true, false or one of {list(COMPILE_MODES)}")
+    _check_number(
+        params,
+        "efficientnet.bn_momentum",
+        float,
+        0,
+        1,
+        low_open=True,
+        text="a momentum in (0, 1]",
+    )
     _check_number(params, "augment.rotation", float, 0, 180, text="degrees in [0, 180]")
     _check_number(params, "augment.hflip", float, 0, 1, text="a probability in [0, 1]")
     _check_number(params, "augment.vflip", float, 0, 1, text="a probability in [0, 1]")
@@ -160,6 +181,12 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return validate(params, root=path.parent)
 
 
+def check_dataset_arg(params: dict, dataset: str) -> None:
+    """A stage run by hand for a dataset that params.yaml does not list fails here, naming the list."""
+    if dataset not in params["datasets"]:
+        raise ParamsError(f"dataset {dataset!r} is not in params.yaml datasets {params['datasets']}; add it there")
+
+
 def select(params: dict, keys: list[str]) -> dict:
     """The values of `keys` (dotted), keyed as dvc.lock records a stage's params."""
     return {key: _get(params, key) for key in keys}
@@ -173,4 +200,4 @@ def params_hash(selected: dict) -> str:
 
 def train_param_keys(init: str) -> list[str]:
     """The params a train stage uses; dvc.yaml lists the same keys (a test checks)."""
-    return ["train", "augment", "eval.batch_size", f"normalize.{init}"]
+    return ["train", "augment", "efficientnet", "eval.batch_size", f"normalize.{init}"]

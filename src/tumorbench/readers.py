@@ -2,7 +2,7 @@
 
 A raw tree is an extracted download (data/raw/<dataset>/); it may nest
 everything under extra folders. Three layouts are recognised, by what the
-files are rather than by the dataset's name (`detect_reader` tries them in
+files are rather than by the dataset's name (`read_samples` tries them in
 this order):
 
 - "figshare-mat": `*.mat` files holding a `cjdata` group (MATLAB v7.3, i.e.
@@ -41,13 +41,13 @@ import h5py
 import numpy as np
 from PIL import Image
 
+from tumorbench.catalog import PAPER_DATASETS
 from tumorbench.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MASK_FOLDER_NAMES = ("mask", "masks")
-FIGSHARE_CLASSES = ["meningioma", "glioma", "pituitary"]  # original codes 1, 2, 3
-BR35H_CLASSES = ["no", "yes"]
-READERS = ("figshare-mat", "br35h", "folder")
+FIGSHARE_CLASSES = list(PAPER_DATASETS["figshare"].classes)  # codes 1, 2, 3 in the .mat files
+BR35H_CLASSES = list(PAPER_DATASETS["br35h"].classes)
 LAYOUTS_EXPECTED = (
     "expected one of: (1) *.mat files with a 'cjdata' group (figshare), "
     "(2) a folder holding yes/ and no/ folders of images (Br35H), "
@@ -381,16 +381,6 @@ def _check_root(root: Path) -> None:
         raise ReaderError(f"{root} is not a folder: run the download stage first (dvc repro download@<dataset>)")
 
 
-def detect_reader(root: str | os.PathLike) -> str:
-    """The name of the reader whose layout the tree under `root` has."""
-    root = Path(root)
-    _check_root(root)
-    name = _detect(root, _walk(root))
-    if name is None:
-        raise ReaderError(f"no labelled samples found under {root}: {LAYOUTS_EXPECTED}")
-    return name
-
-
 def read_samples(root: str | os.PathLike) -> tuple[list[dict], list[str], str]:
     """(records sorted by sample_id in natural order, class_names ordered by label, reader name)."""
     root = Path(root).resolve()
@@ -445,8 +435,8 @@ def square_array(image: Image.Image, size: int) -> np.ndarray:
     return np.ascontiguousarray(rgb.transpose(2, 0, 1))
 
 
-def decode_image(source: str | os.PathLike | bytes, size: int) -> np.ndarray:
-    """Decode an image file (by content, whatever its suffix) to uint8 (3, size, size).
+def open_image(source: str | os.PathLike | bytes) -> Image.Image:
+    """An image file (by content, whatever its suffix) decoded at its own size, as L or RGB.
 
     EXIF orientation is ignored, as PIL and torchvision's loaders do.
     Raises UnreadableImage with a reason for empty, truncated or non-image data.
@@ -457,22 +447,28 @@ def decode_image(source: str | os.PathLike | bytes, size: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            converted = as_gray_or_rgb(image)
+            return as_gray_or_rgb(image)
     except Image.UnidentifiedImageError:
         raise UnreadableImage("not an image file (no known image format)") from None
     except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
         raise UnreadableImage(f"cannot decode: {error_text(e)}") from None
-    return square_array(converted, size)
+
+
+def open_mat(path: str | os.PathLike) -> Image.Image:
+    """A figshare .mat slice as an L image (read_mat_slice's uint8 scaling)."""
+    return Image.fromarray(read_mat_slice(path)["image"], mode="L")
+
+
+def open_sample(path: str | os.PathLike, loader: str) -> Image.Image:
+    """A sample record's file (loader "image" or "mat") decoded at its own size, as L or RGB."""
+    return open_mat(path) if loader == "mat" else open_image(path)
+
+
+def decode_image(source: str | os.PathLike | bytes, size: int) -> np.ndarray:
+    """Decode an image file (by content) to uint8 (3, size, size); see open_image."""
+    return square_array(open_image(source), size)
 
 
 def mat_to_array(path: str | os.PathLike, size: int) -> np.ndarray:
     """A figshare .mat slice as uint8 (3, size, size), via read_mat_slice's uint8 image."""
-    image = Image.fromarray(read_mat_slice(path)["image"], mode="L")
-    return square_array(image, size)
-
-
-def decode_record(record: dict, size: int) -> np.ndarray:
-    """The pixels of one sample record as uint8 (3, size, size)."""
-    if record["loader"] == "mat":
-        return mat_to_array(record["path"], size)
-    return decode_image(record["path"], size)
+    return square_array(open_mat(path), size)

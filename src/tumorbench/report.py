@@ -1,20 +1,22 @@
-"""The aggregate report: our four tables beside the paper's, with noise and audit.
+"""The aggregate report: our tables beside the paper's, with noise and audit.
 
 `aggregate(params, root)` reads what the evaluate stages wrote for each
-variant `<dataset>-<model>-<init>` (variants not run are simply absent):
+variant `<dataset>-<model>-<init>` (variants not run are simply absent; the
+paths are tumorbench.variants.Variant's):
 
     metrics/<variant>.json                        scores, per-batch scores, provenance
     plots/predictions/<variant>.csv               sample_id,label,pred,prob_0..prob_{K-1}
     dvclive/<variant>/plots/metrics/val/loss.tsv  step, loss per epoch
-    dvclive/<variant>/plots/metrics/val/lr.tsv    step, lr per epoch
+    dvclive/<variant>/plots/metrics/lr.tsv        step, lr per epoch
 
 and writes (atomically):
 
-    reports/<dataset>-<init>.md, .csv   one table per paper table (1-4), all 12 models
-    reports/README.md                   summary, the four tables, the audit
-    metrics/summary.json                best model per table, mean accuracy per init
-    plots/curves/<dataset>-<init>/<model>.csv  epoch,val_loss (header only when not run)
-    plots/curves/lr.csv                        epoch,lr
+    reports/tables/<dataset>-<init>.md, .csv   one table per paper table (1-4, all 12 models), and one
+                                               per dataset of the user's own and init (the models run)
+    reports/README.md                          compact tables, summary, the full tables, the audit
+    metrics/summary.json                       best model per table, mean accuracy per init
+    plots/curves/val_loss/<dataset>-<init>.csv epoch,model,val_loss of every model run (Figures 8-9)
+    plots/curves/lr.csv                        epoch,lr (Figure 7)
 """
 
 from __future__ import annotations
@@ -27,32 +29,29 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tumorbench import DATASETS
 from tumorbench.audit import audit_rows
+from tumorbench.catalog import (
+    INITS,
+    MODELS,
+    PAPER_DATASETS,
+    TABLES,
+    dataset_title,
+    load_paper_results,
+    paper_table,
+    table_name,
+)
 from tumorbench.errors import UserError
 from tumorbench.fileio import atomic_write_json, atomic_write_text
 from tumorbench.metrics import METRICS
-from tumorbench.params import INITS, MODELS
 from tumorbench.stats import bootstrap_ci, mcnemar_exact
-from tumorbench.variants import Variant
+from tumorbench.variants import CURVES, REPORTS, SUMMARY, TABLES_DIR, Variant
 
-PAPER_RESULTS = Path(__file__).with_name("paper_results.csv")
-TABLES = {("br35h", "scratch"): 1, ("br35h", "imagenet"): 2, ("figshare", "scratch"): 3, ("figshare", "imagenet"): 4}
-DATASET_TITLES = {"br35h": "Br35H (tumor yes/no)", "figshare": "figshare (meningioma/glioma/pituitary)"}
-INIT_TITLES = {"scratch": "trained from scratch", "imagenet": "ImageNet-initialised"}
-MODEL_TITLES = {
-    "resnet50": "ResNet-50",
-    "resnet18": "ResNet-18",
-    "resnext50": "ResNeXt-50 (32x4d)",
-    "googlenet": "GoogLeNet",
-    **{f"efficientnet-b{i}": f"EfficientNet-B{i}" for i in range(8)},
-}
 METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1-Score", "precision": "Precision", "recall": "Recall", "loss": "Loss"}
 PROVENANCE = ("prepared_images_md5", "prepared_index_md5", "split_md5", "checkpoint_md5", "weights_md5", "params_hash")
 PROVENANCE_TITLES = ("images", "index", "split", "checkpoint", "weights", "params")
-PAPER_NUM_VAL = {"br35h": 1200, "figshare": 1226}  # the paper's accuracies are multiples of 1/N
 ALPHA = 0.05
 MISSING = "—"
+COMPACT_WIDTH = 100  # the compact tables at the top of the README fit this many characters a line
 LEGEND = (
     "Best = highest accuracy, ties broken by lowest loss. Δ = ours − paper. 95% CI: percentile "
     "bootstrap over validation images. McNemar: exact test against our best model of the same "
@@ -66,16 +65,6 @@ class ReportInputError(UserError, ValueError):
 
 
 # ---------------------------------------------------------------- inputs
-
-
-def load_paper_results() -> list[dict]:
-    """The paper's Tables 1-4 as rows of strings (values as printed, six decimals)."""
-    with open(PAPER_RESULTS, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def table_name(dataset: str, init: str) -> str:
-    return f"{dataset}-{init}"
 
 
 def read_metrics(path: Path) -> dict:
@@ -131,31 +120,38 @@ def _best(rows: list[dict], values) -> str | None:
     return min(scored)[3] if scored else None
 
 
-def build_table(params: dict, dataset: str, init: str, paper: list[dict], root: Path) -> dict:
-    """All 12 rows of one table: ours (where run), paper, difference, CI, McNemar, provenance."""
-    number = TABLES[(dataset, init)]
-    paper_rows = {row["model"]: row for row in paper if int(row["table"]) == number}
+def report_tables(params: dict) -> list[tuple[str, int]]:
+    """(dataset, init) of every table: the paper's four, then each dataset of the user's own x init run."""
+    own = [d for d in params["datasets"] if d not in PAPER_DATASETS]
+    return [(d, i) for d in PAPER_DATASETS for i in INITS] + [(d, i) for d in own for i in params["inits"]]
+
+
+def build_table(params: dict, dataset: str, init: str, root: Path) -> dict:
+    """The rows of one table (all 12 models for a paper table, the models run otherwise): ours (where
+    run), the paper's, difference, CI, McNemar, provenance."""
+    number = TABLES.get((dataset, init))
+    paper_rows = paper_table(dataset, init)
     selected = set(params["models"]) if dataset in params["datasets"] and init in params["inits"] else set()
     rows, order = [], None
-    for model in MODELS:
-        variant = Variant(dataset, model, init).name
-        row = {"model": model, "variant": variant, "paper": paper_rows[model], "ours": None}
-        metrics_path = root / "metrics" / f"{variant}.json"
+    for model in MODELS if number else params["models"]:
+        variant = Variant(dataset, model, init)
+        row = {"model": model, "variant": variant.name, "paper": paper_rows.get(model), "ours": None}
+        metrics_path = root / variant.metrics
         if model in selected and metrics_path.exists():
             metrics = read_metrics(metrics_path)
-            predictions = read_predictions(root / "plots" / "predictions" / f"{variant}.csv")
+            predictions = read_predictions(root / variant.predictions)
             if order is None:
                 order = predictions["sample_id"]
             elif not np.array_equal(order, predictions["sample_id"]):
                 raise ReportInputError(
-                    f"plots/predictions/{variant}.csv lists validation images in another "
+                    f"{variant.predictions} lists validation images in another "
                     f"order than the other {dataset} variants; rerun its evaluate stage"
                 )
             correct = predictions["label"] == predictions["pred"]
             if abs(correct.mean() - metrics["accuracy"]) > 1e-9:
                 raise ReportInputError(
                     f"{metrics_path} accuracy {metrics['accuracy']} disagrees with "
-                    f"plots/predictions/{variant}.csv ({correct.mean()}); rerun evaluate"
+                    f"{variant.predictions} ({correct.mean()}); rerun evaluate"
                 )
             row.update(
                 ours=metrics,
@@ -171,7 +167,7 @@ def build_table(params: dict, dataset: str, init: str, paper: list[dict], root: 
             )
         rows.append(row)
     best = _best(rows, lambda row: row["ours"])
-    paper_best = _best(rows, lambda row: {k: float(row["paper"][k]) for k in ("accuracy", "loss")})
+    paper_best = _best(rows, lambda row: {k: float(row["paper"][k]) for k in ("accuracy", "loss")} if number else None)
     best_correct = next((row["correct"] for row in rows if row["model"] == best), None)
     for row in rows:
         row["best_ours"] = row["model"] == best
@@ -198,9 +194,9 @@ def build_table(params: dict, dataset: str, init: str, paper: list[dict], root: 
 
 
 def _csv_record(table: dict, row: dict) -> dict:
-    ours = row["ours"]
+    ours, paper = row["ours"], row["paper"]
     record = {
-        "table": table["number"],
+        "table": table["number"] or "",
         "dataset": table["dataset"],
         "init": table["init"],
         "model": row["model"],
@@ -212,8 +208,8 @@ def _csv_record(table: dict, row: dict) -> dict:
         record[name] = ours[name] if ours else ""
         record[f"{name}_ci_low"] = row["ci"][name][0] if ours else ""
         record[f"{name}_ci_high"] = row["ci"][name][1] if ours else ""
-        record[f"{name}_paper"] = row["paper"][name]
-        record[f"{name}_diff"] = ours[name] - float(row["paper"][name]) if ours else ""
+        record[f"{name}_paper"] = paper[name] if paper else ""
+        record[f"{name}_diff"] = ours[name] - float(paper[name]) if ours and paper else ""
     test = row.get("mcnemar")
     record.update(
         mcnemar_b=test["b"] if test else "",
@@ -252,23 +248,22 @@ def _markdown(header: list[str], lines: list[list[str]]) -> str:
 
 
 def table_markdown(table: dict) -> str:
-    """Two markdown tables with the same 12 rows: the scores, then noise and provenance."""
+    """Two markdown tables with the same rows: the scores (beside the paper's, for a paper table), then
+    noise and provenance."""
+    with_paper = table["number"] is not None
     header = ["Model", "Best"]
     for name in METRICS:
-        header += [METRIC_TITLES[name], "95% CI", "paper", "Δ"]
+        header += [METRIC_TITLES[name], "95% CI"] + (["paper", "Δ"] if with_paper else [])
     scores, details = [], []
     for row in table["rows"]:
-        ours = row["ours"]
+        ours, paper = row["ours"], row["paper"]
         best = [who for who, flag in (("ours", row["best_ours"]), ("paper", row["best_paper"])) if flag]
-        line = [MODEL_TITLES[row["model"]], ", ".join(best)]
+        line = [MODELS[row["model"]], ", ".join(best)]
         for name in METRICS:
             ci = row["ci"][name] if ours else None
-            line += [
-                _f(ours[name]) if ours else MISSING,
-                f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else MISSING,
-                row["paper"][name],
-                _f(ours[name] - float(row["paper"][name]), 4, sign=True) if ours else MISSING,
-            ]
+            line += [_f(ours[name]) if ours else MISSING, f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else MISSING]
+            if with_paper:
+                line += [paper[name], _f(ours[name] - float(paper[name]), 4, sign=True) if ours else MISSING]
         scores.append(line)
         test = row.get("mcnemar")
         if ours is None:
@@ -281,7 +276,7 @@ def table_markdown(table: dict) -> str:
         hashes = [(ours["provenance"].get(key) or "none")[:8] if ours else MISSING for key in PROVENANCE]
         details.append(
             [
-                MODEL_TITLES[row["model"]],
+                MODELS[row["model"]],
                 p_text,
                 significant,
                 _f(ours["batch"]["accuracy"]) if ours else MISSING,
@@ -302,15 +297,35 @@ def table_markdown(table: dict) -> str:
     return _markdown(header, scores) + "\n" + _markdown(detail_header, details)
 
 
+def compact_markdown(table: dict) -> str:
+    """The models run: our accuracy with its 95% CI, the paper's, the difference, macro F1; our best in bold."""
+    with_paper = table["number"] is not None
+    header = ["Model", "Accuracy [95% CI]"] + (["Paper", "Δ"] if with_paper else []) + ["Macro F1"]
+    lines = []
+    for row in table["rows"]:
+        ours, paper = row["ours"], row["paper"]
+        if ours is None:
+            continue
+        low, high = row["ci"]["accuracy"]
+        line = [f"**{MODELS[row['model']]}**" if row["best_ours"] else MODELS[row["model"]]]
+        line.append(f"{ours['accuracy']:.4f} [{low:.4f}, {high:.4f}]")
+        if with_paper:
+            line += [f"{float(paper['accuracy']):.4f}", _f(ours["accuracy"] - float(paper["accuracy"]), 4, sign=True)]
+        line.append(f"{ours['f1']:.4f}")
+        lines.append(line)
+    return _markdown(header, lines)
+
+
 def table_title(table: dict) -> str:
-    return f"Table {table['number']}: {DATASET_TITLES[table['dataset']]}, {INIT_TITLES[table['init']]}"
+    title = f"{dataset_title(table['dataset'])}, {INITS[table['init']]}"
+    return f"Table {table['number']}: {title}" if table["number"] else title
 
 
 # ---------------------------------------------------------------- audit and README
 
 
-def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tuple[str, list[dict]]:
-    binary = [row for row in paper if row["dataset"] == "br35h"]
+def audit_section(tables: list[dict], batch_size: int) -> tuple[str, list[dict]]:
+    binary = [row for row in load_paper_results() if row["dataset"] == "br35h"]
     results = audit_rows(binary)
     lines = []
     for result in results:
@@ -318,7 +333,7 @@ def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tup
         lines.append(
             [
                 result["table"],
-                MODEL_TITLES[result["model"]],
+                MODELS[result["model"]],
                 "yes" if internal["checks"]["accuracy_is_multiple_of_1_over_n"] else "no",
                 f"{internal['recall_minus_accuracy']:+.6f}",
                 f"{internal['f1_gap']:.6f}",
@@ -392,9 +407,9 @@ def audit_section(paper: list[dict], tables: list[dict], batch_size: int) -> tup
     return "\n".join(text), results
 
 
-def noise_sentences(tables: list[dict], paper: list[dict]) -> list[str]:
+def noise_sentences(tables: list[dict]) -> list[str]:
     sentences = []
-    for dataset in DATASETS:
+    for dataset in dict.fromkeys(table["dataset"] for table in tables):
         sizes = {table["num_val"] for table in tables if table["dataset"] == dataset and table["num_val"]}
         for n in sorted(sizes):
             sentences.append(
@@ -402,8 +417,10 @@ def noise_sentences(tables: list[dict], paper: list[dict]) -> list[str]:
                 f"{100 / n:.3f} percentage points ({1 / n:.6f})."
             )
     for table in tables:
-        values = [float(row["accuracy"]) for row in paper if int(row["table"]) == table["number"]]
-        n = PAPER_NUM_VAL[table["dataset"]]
+        if table["number"] is None:
+            continue
+        values = [float(row["paper"]["accuracy"]) for row in table["rows"]]
+        n = PAPER_DATASETS[table["dataset"]].num_val
         spread = max(values) - min(values)
         sentences.append(
             f"The paper's Table {table['number']} accuracies span {spread:.6f}, {spread * n:.0f} images of its {n}."
@@ -414,10 +431,13 @@ def noise_sentences(tables: list[dict], paper: list[dict]) -> list[str]:
 def summary_lines(tables: list[dict]) -> list[str]:
     lines = []
     for table in tables:
-        paper_best = next(row for row in table["rows"] if row["model"] == table["paper_best"])
-        paper_text = f"paper's best {MODEL_TITLES[table['paper_best']]} ({paper_best['paper']['accuracy']})"
+        label = f"**Table {table['number']}** ({table['name']})" if table["number"] else f"**{table['name']}**"
+        paper_text = ""
+        if table["paper_best"]:
+            paper_best = next(row for row in table["rows"] if row["model"] == table["paper_best"])
+            paper_text = f"; paper's best {MODELS[table['paper_best']]} ({paper_best['paper']['accuracy']})"
         if table["best"] is None:
-            lines.append(f"- **Table {table['number']}** ({table['name']}): not run; {paper_text}.")
+            lines.append(f"- {label}: not run{paper_text}.")
             continue
         best = next(row for row in table["rows"] if row["model"] == table["best"])
         others = table["models_run"] - 1
@@ -430,19 +450,20 @@ def summary_lines(tables: list[dict]) -> list[str]:
         else:
             comparison = "No other model of this table was run to compare with."
         lines.append(
-            f"- **Table {table['number']}** ({table['name']}): our best "
-            f"{MODEL_TITLES[table['best']]} (accuracy {best['ours']['accuracy']:.6f}, "
-            f"{table['models_run']} of 12 models run); {paper_text}. {comparison}"
+            f"- {label}: our best {MODELS[table['best']]} (accuracy {best['ours']['accuracy']:.6f}, "
+            f"{table['models_run']} of {len(table['rows'])} models run){paper_text}. {comparison}"
         )
     return lines
 
 
-def readme_text(tables: list[dict], paper: list[dict], audit_text: str) -> str:
-    parts = [
-        "# Results: Ahamed & Sadia (2022) reproduced\n",
-        "## Summary\n",
+def readme_text(tables: list[dict], audit_text: str) -> str:
+    parts = ["# Results: Ahamed & Sadia (2022) reproduced\n", "## Summary\n"]
+    for table in tables:
+        if table["models_run"]:
+            parts += [f"**{table_title(table)}**\n", compact_markdown(table)]
+    parts += [
         "\n".join(summary_lines(tables)) + "\n",
-        " ".join(noise_sentences(tables, paper)) + "\n",
+        " ".join(noise_sentences(tables)) + "\n",
         LEGEND,
     ]
     for table in tables:
@@ -461,22 +482,25 @@ def curves_csv(column: str, values: dict[int, float]) -> str:
 
 
 def write_curves(tables: list[dict], root: Path) -> list[str]:
-    """plots/curves/<table>/<model>.csv (validation loss per epoch, the paper's Figures 8-9) for all
-    12 models of every table, only a header for variants not run, so dvc.yaml can name every file;
-    plots/curves/lr.csv: the learning rate per epoch (Figure 7)."""
+    """plots/curves/val_loss/<table>.csv: epoch,model,val_loss of every model run in that table (the paper's
+    Figures 8-9: one chart per table, a line per model); plots/curves/lr.csv: the learning rate per
+    epoch (Figure 7). A table with no model run gets no file."""
     written, lr = [], {}
     for table in tables:
+        lines = []
         for row in table["rows"]:
-            folder = root / "dvclive" / row["variant"] / "plots" / "metrics"
-            loss = {}
-            if row["ours"] is not None and (folder / "val" / "loss.tsv").exists():
-                loss = read_dvclive_series(folder / "val" / "loss.tsv")
-                if not lr and (folder / "lr.tsv").exists():
-                    lr = read_dvclive_series(folder / "lr.tsv")
-            path = root / "plots" / "curves" / table["name"] / f"{row['model']}.csv"
-            atomic_write_text(path, curves_csv("val_loss", loss))
+            folder = root / Variant(table["dataset"], row["model"], table["init"]).live_dir / "plots" / "metrics"
+            if row["ours"] is None or not (folder / "val" / "loss.tsv").exists():
+                continue
+            loss = read_dvclive_series(folder / "val" / "loss.tsv")
+            lines += [f"{epoch},{row['model']},{loss[epoch]!r}" for epoch in sorted(loss)]
+            if not lr and (folder / "lr.tsv").exists():
+                lr = read_dvclive_series(folder / "lr.tsv")
+        if lines:
+            path = root / CURVES / "val_loss" / f"{table['name']}.csv"
+            atomic_write_text(path, "\n".join(["epoch,model,val_loss", *lines]) + "\n")
             written.append(str(path.relative_to(root)))
-    path = root / "plots" / "curves" / "lr.csv"
+    path = root / CURVES / "lr.csv"
     atomic_write_text(path, curves_csv("lr", lr))
     written.append(str(path.relative_to(root)))
     return written
@@ -493,14 +517,14 @@ def summary(tables: list[dict], audit: list[dict]) -> dict:
             per_init.setdefault(table["init"], []).append(row["ours"]["accuracy"])
         if run:
             best = next(row for row in run if row["best_ours"])
-            paper_best = next(row for row in table["rows"] if row["best_paper"])
+            paper_best = next((row for row in table["rows"] if row["best_paper"]), None)
             per_table[table["name"]] = {
                 "table": table["number"],
                 "models_run": len(run),
                 "best_model": table["best"],
                 "best_accuracy": best["ours"]["accuracy"],
                 "paper_best_model": table["paper_best"],
-                "paper_best_accuracy": float(paper_best["paper"]["accuracy"]),
+                "paper_best_accuracy": float(paper_best["paper"]["accuracy"]) if paper_best else None,
                 "indistinguishable_from_best": table["indistinguishable"],
             }
     return {
@@ -512,17 +536,16 @@ def summary(tables: list[dict], audit: list[dict]) -> dict:
 
 
 def aggregate(params: dict, root: Path = Path(".")) -> dict:
-    """Write the four tables, reports/README.md, metrics/summary.json and the curves."""
+    """Write the tables, reports/README.md, metrics/summary.json and the curves."""
     root = Path(root)
-    paper = load_paper_results()
-    tables = [build_table(params, dataset, init, paper, root) for dataset in DATASETS for init in INITS]
+    tables = [build_table(params, dataset, init, root) for dataset, init in report_tables(params)]
     for table in tables:
         text = f"# {table_title(table)}\n\n{LEGEND}\n{table_markdown(table)}"
-        atomic_write_text(root / "reports" / f"{table['name']}.md", text)
-        atomic_write_text(root / "reports" / f"{table['name']}.csv", table_csv(table))
-    audit_text, audit = audit_section(paper, tables, params["train"]["batch_size"])
-    atomic_write_text(root / "reports" / "README.md", readme_text(tables, paper, audit_text))
+        atomic_write_text(root / TABLES_DIR / f"{table['name']}.md", text)
+        atomic_write_text(root / TABLES_DIR / f"{table['name']}.csv", table_csv(table))
+    audit_text, audit = audit_section(tables, params["train"]["batch_size"])
+    atomic_write_text(root / REPORTS / "README.md", readme_text(tables, audit_text))
     write_curves(tables, root)
     result = summary(tables, audit)
-    atomic_write_json(root / "metrics" / "summary.json", result)
+    atomic_write_json(root / SUMMARY, result)
     return result

@@ -23,18 +23,21 @@ they were.
 from __future__ import annotations
 
 import io
+import os
 import zipfile
+from multiprocessing import Pool
 from pathlib import Path
 
 import h5py
 import numpy as np
 from PIL import Image
 
+from tumorbench.catalog import PAPER_DATASETS
 from tumorbench.fileio import atomic_open
 
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 MAT_HEADER_DATE = "Wed Jan 01 00:00:00 2020"
-FIGSHARE_CLASSES = ("meningioma", "glioma", "pituitary")  # label codes 1, 2, 3 in the .mat files
+FIGSHARE_CLASSES = PAPER_DATASETS["figshare"].classes  # label codes 1, 2, 3 in the .mat files
 FOLDS = 5
 
 # Keys that separate the random streams (the second entry of each seed).
@@ -215,13 +218,13 @@ def br35h_image(seed: int, label: int, index: int, stream: int | None = None) ->
     head = _random_head(rng, h, w, fill=rng.uniform(0.7, 0.95), tilt=np.radians(20))
     img, brain = _draw_head(rng, h, w, head, level=rng.uniform(0.2, 0.8))
     if label == 1:
-        radius_u = rng.uniform(0.07, 0.3)
+        radius_u = rng.uniform(0.12, 0.3)
         dist = rng.uniform(0, head["brain"] - 0.05 - radius_u)
         theta = rng.uniform(0, 2 * np.pi)
         row, col = _to_pixels(head, dist * np.cos(theta), dist * np.sin(theta))
         t, _ = _draw_lesion(rng, h, w, row, col, radius_u * min(head["ax"], head["ay"]), rng.uniform(0, 0.3))
         kind = "ring" if rng.random() < 0.3 else "solid"
-        img = img + brain * _lesion_intensity(t, kind, rng.uniform(0.15, 0.5), rng.uniform(0.05, 0.3))
+        img = img + brain * _lesion_intensity(t, kind, rng.uniform(0.25, 0.55), rng.uniform(0.05, 0.3))
     img = _add_noise(rng, img, rng.uniform(0.01, 0.04))
     gamma = rng.uniform(0.8, 1.25)
     top = np.quantile(img, 0.999) * rng.uniform(0.95, 1.2)
@@ -278,6 +281,21 @@ def _zip_bytes(members: list[tuple[str, bytes]]) -> bytes:
     return out.getvalue()
 
 
+def _br35h_file(job: tuple) -> bytes:
+    seed, label, index, stream, mode, encoder_keys = job
+    return _encode_br35h(br35h_image(seed, label, index, stream), mode, _rng(seed, _BR35H, *encoder_keys))
+
+
+def in_parallel(function, jobs: list) -> list:
+    """[function(job) for job in jobs], over the machine's cores for more than a few jobs; the same
+    result either way (every draw is seeded by its job)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores == 1 or len(jobs) < 32:
+        return [function(job) for job in jobs]
+    with Pool(cores) as pool:
+        return pool.map(function, jobs, chunksize=max(1, len(jobs) // (cores * 8)))
+
+
 def write_br35h_zip(path: str | Path, per_class: int, seed: int, pred: int = 2) -> Path:
     """Write a Br35H-like zip: yes/y<i>.jpg and no/no<i>.jpg, per_class each, plus pred/pred<i>.jpg.
 
@@ -289,7 +307,7 @@ def write_br35h_zip(path: str | Path, per_class: int, seed: int, pred: int = 2) 
         raise ValueError(f"per_class = {per_class}: need at least 2 images per class")
     path = Path(path)
     layout = _rng(seed, _BR35H, 99)
-    members = []
+    names, jobs = [], []
     for label, folder, prefix in ((1, "yes", "y"), (0, "no", "no")):
         modes = _br35h_modes(layout, per_class)
         if label == 1:
@@ -302,12 +320,12 @@ def write_br35h_zip(path: str | Path, per_class: int, seed: int, pred: int = 2) 
             name = f"{prefix}{i}.jpg"
             if label == 0 and i == per_class // 2:
                 name = f"No{i}.jpg"
-            pixels = br35h_image(seed, label, i)
-            members.append((f"{folder}/{name}", _encode_br35h(pixels, modes[i], _rng(seed, _BR35H, 7, label, i))))
-    for i in range(pred):
-        pixels = br35h_image(seed, (i + 1) % 2, i, stream=2)  # unlabeled: alternately with and without lesion
-        members.append((f"pred/pred{i}.jpg", _encode_br35h(pixels, "RGB", _rng(seed, _BR35H, 8, i))))
-    _write_zip(path, members)
+            names.append(f"{folder}/{name}")
+            jobs.append((seed, label, i, None, modes[i], (7, label, i)))
+    for i in range(pred):  # unlabeled: alternately with and without lesion
+        names.append(f"pred/pred{i}.jpg")
+        jobs.append((seed, (i + 1) % 2, i, 2, "RGB", (8, i)))
+    _write_zip(path, list(zip(names, in_parallel(_br35h_file, jobs))))
     return path
 
 
@@ -368,26 +386,26 @@ def figshare_slice(seed: int, label: int, pid: str, index: int, size: int) -> tu
     head["ax"] *= rng.uniform(0.97, 1.03)
     img, brain = _draw_head(rng, size, size, head, level=rng.uniform(0.1, 0.9))
     unit = min(head["ax"], head["ay"])
-    grow = rng.uniform(0.55, 1.1)  # the lesion is cut at different heights
+    grow = rng.uniform(0.7, 1.1)  # the lesion is cut at different heights
     theta = patient.uniform(0, 2 * np.pi)
     if label == 0:  # meningioma: extra-axial, touching the inner table of the skull
-        radius_u = patient.uniform(0.1, 0.22) * grow
+        radius_u = patient.uniform(0.15, 0.28) * grow
         dist = head["brain"] - radius_u * patient.uniform(0.85, 1.0)
         u, v = dist * np.cos(theta), dist * np.sin(theta)
         irregularity, kind, sharp = patient.uniform(0.0, 0.08), "solid", 0.06
-        contrast = patient.uniform(0.35, 0.6)
+        contrast = patient.uniform(0.45, 0.7)
     elif label == 1:  # glioma: intra-axial, in one hemisphere, irregular, ring
-        radius_u = patient.uniform(0.1, 0.25) * grow
+        radius_u = patient.uniform(0.16, 0.3) * grow
         side = 1 if patient.random() < 0.5 else -1
         u = side * patient.uniform(0.15, max(0.2, head["brain"] - 0.1 - radius_u))
         v = patient.uniform(-0.45, 0.45)
         irregularity, kind, sharp = patient.uniform(0.15, 0.35), "ring", 0.2
-        contrast = patient.uniform(0.3, 0.55)
+        contrast = patient.uniform(0.4, 0.65)
     else:  # pituitary: small, at the sella, centre bottom
-        radius_u = patient.uniform(0.07, 0.13) * grow
+        radius_u = patient.uniform(0.12, 0.18) * grow
         u, v = patient.uniform(-0.06, 0.06), patient.uniform(0.45, 0.6)
         irregularity, kind, sharp = patient.uniform(0.0, 0.12), "solid", 0.1
-        contrast = patient.uniform(0.3, 0.55)
+        contrast = patient.uniform(0.45, 0.7)
     u, v = u + rng.normal(0, 0.02), v + rng.normal(0, 0.02)
     if label > 0:  # keep intra-axial lesions inside the brain
         reach = head["brain"] - 0.05 - 0.8 * radius_u
@@ -491,6 +509,12 @@ def figshare_chunks(n: int) -> list[tuple[int, int]]:
     return [(int(bounds[i]) + 1, int(bounds[i + 1])) for i in range(4) if bounds[i + 1] > bounds[i]]
 
 
+def _figshare_mat_file(job: tuple[int, int, str, int, int]) -> bytes:
+    seed, label, pid, sample_id, size = job
+    image, mask, border = figshare_slice(seed, label, pid, sample_id, size)
+    return mat_slice_bytes(image, mask, border, label + 1, pid)
+
+
 def write_figshare_zip(path: str | Path, per_class: list[int], patients: int, size: int, seed: int) -> Path:
     """Write a figshare-like zip: brainTumorDataPublic_<a>-<b>.zip x 4 (with <id>.mat), cvind.mat, README.txt.
 
@@ -502,13 +526,11 @@ def write_figshare_zip(path: str | Path, per_class: list[int], patients: int, si
         raise ValueError(f"size = {size}: need at least 32 pixels")
     path = Path(path)
     slices = _figshare_patients(seed, list(per_class), patients)
+    jobs = [(seed, label, pid, sample_id, size) for sample_id, (label, pid, _) in enumerate(slices, start=1)]
+    files = in_parallel(_figshare_mat_file, jobs)
     members = []
     for first, last in figshare_chunks(len(slices)):
-        inner = []
-        for sample_id in range(first, last + 1):
-            label, pid, _ = slices[sample_id - 1]
-            image, mask, border = figshare_slice(seed, label, pid, sample_id, size)
-            inner.append((f"{sample_id}.mat", mat_slice_bytes(image, mask, border, label + 1, pid)))
+        inner = [(f"{sample_id}.mat", files[sample_id - 1]) for sample_id in range(first, last + 1)]
         members.append((f"brainTumorDataPublic_{first}-{last}.zip", _zip_bytes(inner)))
     members.append(("cvind.mat", cvind_bytes([fold for _, _, fold in slices])))
     members.append(("README.txt", _figshare_readme(len(slices), patients, seed).encode()))

@@ -1,6 +1,6 @@
-"""Names, paths and provenance of one variant (dataset x model x init).
+"""Where the pipeline's files live, and the names and provenance of one variant (dataset x model x init).
 
-The paths here are the ones dvc.yaml declares; a test checks they agree.
+Every path a stage reads or writes comes from here; dvc.yaml declares the same ones (a test checks).
 """
 
 from __future__ import annotations
@@ -8,9 +8,30 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from tumorbench.data import PREPARED, SPLITS
 from tumorbench.fileio import md5_file
 from tumorbench.params import params_hash, select, train_param_keys
+
+RAW = Path("data/raw")  # data/raw/<dataset>/: the extracted download
+PREPARED = Path("data/prepared")  # data/prepared/<dataset>/: images.npy, index.csv, report.json
+SPLITS = Path("data/splits")  # data/splits/<dataset>.json
+DOWNLOADS = Path(".cache/downloads")  # partial and finished downloads, outside every output
+RESUME = Path(".cache/resume")  # per-variant resume states: DVC deletes declared outputs before a stage runs
+REPORTS = Path("reports")
+TABLES_DIR = REPORTS / "tables"
+CURVES = Path("plots/curves")  # lr.csv, and val_loss/<dataset>-<init>.csv
+SUMMARY = Path("metrics/summary.json")
+
+
+def raw_dir(dataset: str) -> Path:
+    return RAW / dataset
+
+
+def prepared_dir(dataset: str) -> Path:
+    return PREPARED / dataset
+
+
+def split_path(dataset: str) -> Path:
+    return SPLITS / f"{dataset}.json"
 
 
 @dataclass(frozen=True)
@@ -33,8 +54,7 @@ class Variant:
 
     @property
     def resume_dir(self) -> Path:
-        # Outside every declared output: DVC deletes those before a stage runs.
-        return Path(".cache/resume") / self.name
+        return RESUME / self.name
 
     @property
     def metrics(self) -> Path:
@@ -55,11 +75,11 @@ def all_variants(params: dict) -> list[Variant]:
 
 def input_hashes(dataset: str, root: Path = Path(".")) -> dict:
     """md5 of the prepared data and the split, as dvc.lock records them."""
-    prepared = root / PREPARED / dataset
+    prepared = root / prepared_dir(dataset)
     return {
         "prepared_images_md5": md5_file(prepared / "images.npy"),
         "prepared_index_md5": md5_file(prepared / "index.csv"),
-        "split_md5": md5_file(root / SPLITS / f"{dataset}.json"),
+        "split_md5": md5_file(root / split_path(dataset)),
     }
 
 
