@@ -1,4 +1,4 @@
-"""aggregate: python stages/aggregate.py -> reports/, metrics/summary.json, plots/curves/"""
+"""aggregate: python stages/aggregate.py -> reports/, reports/summary.json, plots/curves/"""
 
 import json
 

@@ -8,14 +8,14 @@ from tumorbench.params import load_params
 from tumorbench.variants import Variant
 
 
-def main(dataset: str, model_name: str, init: str) -> None:
-    variant = Variant(dataset, model_name, init)
+def main(dataset: str, model_name: str, init: str, protocol: str = "paper") -> None:
+    variant = Variant(dataset, model_name, init, protocol)
     metrics = evaluate_variant(variant, load_params())
     scores = ", ".join(f"{k} {metrics[k]:.4f}" for k in ("accuracy", "f1", "precision", "recall", "loss"))
     print(f"{variant.name}: {scores}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit("usage: python stages/evaluate.py <dataset> <model> <init>")
+    if len(sys.argv) not in (4, 5):
+        sys.exit("usage: python stages/evaluate.py <dataset> <model> <init> [grouped]")
     run_stage(main)

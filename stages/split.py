@@ -1,37 +1,58 @@
-"""split@<dataset>: python stages/split.py <dataset>
+"""split@<dataset>: python stages/split.py <dataset> [grouped]
 
-Reads data/prepared/<dataset>/ and writes data/splits/<dataset>.json.
+Reads data/prepared/<dataset>/ and writes data/splits/<dataset>.json, the paper's split (split.group_by).
+With `grouped` (stage split_grouped@<dataset>): data/splits/<dataset>-grouped.json, whole groups of
+grouped.group_by on one side, the duplicate groups read from reports/duplicates/<dataset>.json.
 """
 
+import json
 import sys
 
+from tumorbench.data import read_index
 from tumorbench.errors import run_stage
-from tumorbench.params import check_dataset_arg, load_params
-from tumorbench.splits import make_split, write_split
-from tumorbench.variants import prepared_dir, split_path
+from tumorbench.params import ParamsError, check_dataset_arg, grouped_by, load_params
+from tumorbench.splits import leaks, make_split, write_split
+from tumorbench.variants import PROTOCOLS, duplicates_report, prepared_dir, split_path
 
 
-def main(dataset: str) -> None:
+def main(dataset: str, protocol: str = "paper") -> None:
     params = load_params()
     check_dataset_arg(params, dataset)
+    if protocol not in PROTOCOLS:
+        raise ParamsError(f"split protocol {protocol!r}: one of {list(PROTOCOLS)}")
     prepared = prepared_dir(dataset)
-    out = split_path(dataset)
+    out = split_path(dataset, protocol)
+    group_by, duplicates = params["split"]["group_by"], None
+    if protocol == "grouped":
+        group_by = grouped_by(params, dataset)
+        duplicates = json.loads(duplicates_report(dataset).read_text())
     split = make_split(
         prepared / "index.csv",
         prepared / "images.npy",
         dataset=dataset,
         val_fraction=params["split"]["val_fraction"],
         seed=params["split"]["seed"],
-        group_by=params["split"]["group_by"],
+        group_by=group_by,
+        duplicates=duplicates if "duplicates" in group_by else None,
     )
+    if protocol == "grouped":  # what the paper's split leaks, for the report
+        paper = json.loads(split_path(dataset).read_text())
+        split["paper_split_leaks"] = leaks(paper, read_index(prepared / "index.csv"), duplicates["near"])
     write_split(split, out)
+    name = f"split{'' if protocol == 'paper' else '_' + protocol}@{dataset}"
     for side in ("train", "val"):
         counts = ", ".join(f"{name} {n}" for name, n in split["counts"][side].items())
-        print(f"split@{dataset}: {side} {len(split[side])} ({counts})")
+        print(f"{name}: {side} {len(split[side])} ({counts})")
+    if "groups" in split:
+        groups = split["groups"]
+        print(
+            f"{name}: {split['group_by_applied']}: {groups['count']} groups of 2 or more (largest "
+            f"{groups['largest']}), {groups['crossing']} on both sides"
+        )
     print(f"-> {out}")
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python stages/split.py <dataset>   (one of params.yaml datasets)")
+    if len(sys.argv) not in (2, 3):
+        sys.exit("usage: python stages/split.py <dataset> [grouped]   (dataset: one of params.yaml datasets)")
     run_stage(main)

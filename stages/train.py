@@ -14,11 +14,11 @@ from tumorbench.training import TrainConfig, fit
 from tumorbench.variants import Variant, input_hashes, train_params_hash
 
 
-def main(dataset: str, model_name: str, init: str) -> None:
+def main(dataset: str, model_name: str, init: str, protocol: str = "paper") -> None:
     params = load_params()
-    variant = Variant(dataset, model_name, init)
+    variant = Variant(dataset, model_name, init, protocol)
     cfg = TrainConfig.from_params(params, init)
-    data = load_split_data(dataset)
+    data = load_split_data(dataset, protocol=protocol)
 
     torch.manual_seed(cfg.seed)
     model, weights = build_model(
@@ -29,7 +29,7 @@ def main(dataset: str, model_name: str, init: str) -> None:
         efficientnet_bn_momentum=params["efficientnet"]["bn_momentum"],
     )
     provenance = {
-        **input_hashes(dataset),
+        **input_hashes(variant),
         "params_hash": train_params_hash(params, init),
         "weights_md5": weights["md5"] if weights else None,
     }
@@ -65,6 +65,6 @@ def main(dataset: str, model_name: str, init: str) -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 4:
-        sys.exit("usage: python stages/train.py <dataset> <model> <init>")
+    if len(sys.argv) not in (4, 5):
+        sys.exit("usage: python stages/train.py <dataset> <model> <init> [grouped]")
     run_stage(main)

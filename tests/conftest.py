@@ -78,4 +78,7 @@ TINY = dict(
     data__synthetic__figshare_patients=8,
     data__synthetic__figshare_size=64,
     train__epochs=2,
+    grouped__group_by="duplicates",  # 8 patients: one can hold more slices than a class's validation share
+    grouped__models=[],  # the validity stages run, but train nothing more; test_pipeline turns them on
+    external={},
 )

@@ -474,4 +474,7 @@ def test_every_stage_reports_a_user_error_in_one_line_naming_the_stage(tmp_path)
         "train@br35h-resnet18-scratch: data/prepared/br35h/images.npy is missing: run `dvc repro split@br35h` first",
     )
     usage = stage_script(project, "train.py br35h resnet18")
-    assert usage.returncode == 1 and usage.stderr.strip() == "usage: python stages/train.py <dataset> <model> <init>"
+    assert (
+        usage.returncode == 1
+        and usage.stderr.strip() == "usage: python stages/train.py <dataset> <model> <init> [grouped]"
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 import torchvision
 import yaml
-from conftest import TINY, dvc, make_project
+from conftest import TINY, dvc, make_project, set_params
 
 from tumorbench.data import read_index
 from tumorbench.fileio import md5_file
@@ -27,6 +28,7 @@ from tumorbench.training import TrainConfig, fit
 pytestmark = pytest.mark.slow  # end-to-end DVC runs and training: minutes in all
 
 METRIC_KEYS = {"accuracy", "f1", "precision", "recall", "loss"}
+EMBEDDED_EXTERNAL = yaml.safe_dump(yaml.safe_load((Path(__file__).parents[1] / "params.yaml").read_text())["external"])
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +52,10 @@ def torch_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory, torch_home) -> Path:
-    project = make_project(tmp_path_factory.mktemp("tiny") / "project", inits=["scratch", "imagenet"], **TINY)
+    validity = {"grouped__models": ["resnet18"], "external": yaml.safe_load(EMBEDDED_EXTERNAL)}
+    project = make_project(
+        tmp_path_factory.mktemp("tiny") / "project", **{**TINY, "inits": ["scratch", "imagenet"], **validity}
+    )
     dvc("repro", cwd=project, env={"TORCH_HOME": str(torch_home)})
     return project
 
@@ -78,6 +83,40 @@ def test_embedded_pipeline_runs_every_stage_and_metrics_show_lists_every_variant
     assert "Audit of the paper's metrics" in report and "McNemar" in report
 
 
+def test_the_validity_stages_write_duplicates_a_grouped_split_the_leakage_table_and_external_results(tiny_project):
+    for dataset in ("br35h", "figshare"):
+        report = json.loads((tiny_project / "reports" / "duplicates" / f"{dataset}.json").read_text())
+        assert {"exact", "near", "threshold", "label_conflicts"} <= set(report) and report["threshold"] == 4
+        assert (tiny_project / "reports" / "duplicates" / f"{dataset}.png").stat().st_size > 1000
+        grouped = json.loads((tiny_project / "data" / "splits" / f"{dataset}-grouped.json").read_text())
+        assert {"train", "val", "params"} <= set(grouped) and grouped["groups"]["crossing"] == 0
+        metrics = json.loads((tiny_project / "metrics" / f"{dataset}-resnet18-scratch-grouped.json").read_text())
+        assert METRIC_KEYS <= set(metrics)  # the same keys as the paper split's
+    external = json.loads((tiny_project / "metrics/external/generated/br35h-resnet18-scratch.json").read_text())
+    assert {"all", "clean", "overlap"} <= set(external)
+    assert external["overlap"]["exact"] >= 1 and external["overlap"]["exact"] + external["overlap"]["near"] >= 8
+    assert external["clean"]["n"] == external["all"]["n"] - external["overlap"]["exact"] - external["overlap"]["near"]
+    assert (tiny_project / "metrics/external/generated/br35h-resnet18-imagenet-grouped.json").exists() is False
+    assert (tiny_project / "metrics/external/generated/br35h-resnet18-scratch-grouped.json").exists()
+    readme = (tiny_project / "reports" / "README.md").read_text()
+    validity = readme[readme.index("## Validity") : readme.index("## Audit")]
+    for part in ("### Duplicates", "### Leakage", "### External test sets", "**Act on it:**"):
+        assert part in validity
+    assert "| br35h ResNet-18 scratch |" in validity and "| generated | br35h-resnet18-scratch |" in validity
+
+
+def test_a_new_duplicates_threshold_reruns_the_validity_stages_but_not_the_papers_grid(tiny_project, tmp_path):
+    project = shutil.copytree(tiny_project, tmp_path / "copy", symlinks=True)
+    set_params(project, duplicates__threshold=2)
+    status = dvc("status", "--json", cwd=project).stdout
+    changed = set(json.loads(status))
+    assert {"duplicates@br35h", "duplicates@figshare"} <= changed
+    assert not any(name.startswith(("split@", "train@", "evaluate@")) for name in changed)
+    out = dvc("repro", cwd=project).stdout
+    assert "Stage 'train@br35h-resnet18-scratch' didn't change, skipping" in out
+    assert "Running stage 'train@" not in out
+
+
 def test_provenance_hashes_equal_the_ones_dvc_lock_records(tiny_project, torch_home):
     lock = lock_md5s(tiny_project)
     for metrics_file in sorted((tiny_project / "metrics").glob("*-resnet18-*.json")):
@@ -86,7 +125,8 @@ def test_provenance_hashes_equal_the_ones_dvc_lock_records(tiny_project, torch_h
         provenance = json.loads(metrics_file.read_text())["provenance"]
         assert provenance["prepared_images_md5"] == lock[f"data/prepared/{dataset}/images.npy"]
         assert provenance["prepared_index_md5"] == lock[f"data/prepared/{dataset}/index.csv"]
-        assert provenance["split_md5"] == lock[f"data/splits/{dataset}.json"]
+        split = f"{dataset}-grouped" if variant.endswith("-grouped") else dataset  # the split it trained on
+        assert provenance["split_md5"] == lock[f"data/splits/{split}.json"]
         assert provenance["checkpoint_md5"] == lock[f"models/{variant}.pt"]
         if variant.endswith("imagenet"):
             assert provenance["weights_md5"] == md5_file(torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth")

@@ -70,6 +70,7 @@ def test_every_stage_depends_on_the_modules_its_script_imports_and_on_no_others(
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     data_files = {"src/tumorbench/paper_results.csv"}  # read by the catalog for the report
     for name, stage in stages.items():
+        stage = stage.get("do", stage)  # a foreach stage defines its stages under do:
         script = stage["cmd"].split()[1]
         deps = {dep for dep in stage["deps"] if dep.startswith("src/")} - data_files
         assert script in stage["deps"], name

@@ -20,6 +20,9 @@ def _params(models):
         "inits": ["scratch"],
         "train": {"batch_size": 32},
         "eval": {"bootstrap": 200, "seed": 0},
+        "duplicates": {"threshold": 4, "flips": True},
+        "grouped": {"group_by": "patient+duplicates", "models": [], "inits": []},
+        "external": {},
     }
 
 
@@ -153,7 +156,7 @@ def test_all_four_tables_are_written_with_paper_values(report):
 
 def test_summary_json(report):
     root, _, summary = report
-    assert json.loads((root / "metrics" / "summary.json").read_text()) == summary
+    assert json.loads((root / "reports" / "summary.json").read_text()) == summary
     table = summary["tables"]["br35h-scratch"]
     assert table["best_model"] == "resnet18" and table["best_accuracy"] == pytest.approx(0.99)
     assert table["paper_best_model"] == "efficientnet-b7" and table["models_run"] == 2

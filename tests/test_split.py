@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -214,3 +215,67 @@ def test_split_stage_script(tmp_path):
         [sys.executable, str(ROOT / "stages" / "split.py"), "br35h"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 0 and "no patient ids" in result.stdout
+
+
+def grouped_rows() -> tuple[list[dict], list[list[str]]]:
+    """60 samples of two classes; 10 duplicate groups of 2-4, one mixing the classes."""
+    rows = [
+        {"sample_id": f"s{i}", "label": i % 2, "label_name": "ab"[i % 2], "patient_id": f"p{i // 3}"} for i in range(60)
+    ]
+    groups = [[f"s{i}", f"s{i + 2}"] for i in range(0, 16, 4)] + [[f"s{i}", f"s{i + 2}", f"s{i + 4}"] for i in (20, 30)]
+    groups += [["s40", "s41", "s43", "s45"], ["s50", "s52"], ["s51", "s53"], ["s55", "s57"]]
+    return rows, groups
+
+
+@pytest.mark.parametrize("group_by", ["duplicates", "patient+duplicates", "patient"])
+def test_grouped_split_keeps_every_group_on_one_side_and_stays_stratified(tmp_path, group_by):
+    rows, groups = grouped_rows()
+    index, images = write_prepared(tmp_path / "prepared" / "toy", rows)
+    duplicates = {"near": groups, "threshold": 4, "flips": True}
+    for seed in range(6):
+        split = make_split(index, images, 0.4, seed, group_by, duplicates=duplicates)
+        val = set(split["val"])
+        side = {s: s in val for s in split["train"] + split["val"]}
+        for group in groups if "duplicates" in group_by else []:
+            assert len({side[s] for s in group}) == 1
+        if "patient" in group_by:
+            for p in {r["patient_id"] for r in rows}:
+                assert len({side[r["sample_id"]] for r in rows if r["patient_id"] == p}) == 1
+        assert split["groups"]["crossing"] == 0 and split["groups"]["count"] > 0
+        assert abs(len(val) - 24) <= 4 and all(abs(n - 12) <= 4 for n in split["counts"]["val"].values())
+    assert split["group_by_applied"] == group_by and split["params"]["group_by"] == group_by
+    if "duplicates" in group_by:
+        assert split["params"]["duplicates_threshold"] == 4
+
+
+def test_patient_plus_duplicates_without_patient_ids_groups_by_duplicates(tmp_path):
+    rows, groups = grouped_rows()
+    for r in rows:
+        r["patient_id"] = ""
+    index, images = write_prepared(tmp_path / "prepared" / "br35h", rows)
+    split = make_split(
+        index, images, 0.4, 0, "patient+duplicates", duplicates={"near": groups, "threshold": 4, "flips": True}
+    )
+    assert split["group_by_applied"] == "duplicates (no patient ids)"
+    assert split["groups"]["count"] == len(groups) and split["groups"]["crossing"] == 0
+
+
+def test_a_group_larger_than_the_validation_split_is_an_error_naming_it_and_the_threshold(tmp_path):
+    rows, _ = grouped_rows()
+    index, images = write_prepared(tmp_path / "prepared" / "toy", rows)
+    huge = [[f"s{i}" for i in range(30)]]
+    with pytest.raises(SplitError) as error:
+        make_split(index, images, 0.4, 0, "duplicates", duplicates={"near": huge, "threshold": 9, "flips": True})
+    message = str(error.value)
+    assert "a group of 30 samples (s0, s1" in message and "duplicates.threshold = 9" in message
+    assert "Lower duplicates.threshold" in message
+
+
+def test_the_papers_random_split_is_byte_identical_to_the_code_before_grouping(figshare_prepared, tmp_path):
+    """md5 of the split file the previous commit (6f3a708) wrote for these inputs: grouping must not move it."""
+    index, images = figshare_prepared
+    split = make_split(index, images, 0.4, 42, "none", "figshare")
+    assert hashlib.md5(fileio.to_json(split).encode()).hexdigest() == "bf1d43e745ae47072c219f97904a73be"
+    index, images = write_prepared(tmp_path / "prepared" / "toy", unbalanced_rows())
+    split = make_split(index, images, 0.3, 1, "none", "toy")
+    assert hashlib.md5(fileio.to_json(split).encode()).hexdigest() == "7a92016e573ec4de21a40eb534bfd627"

@@ -74,8 +74,12 @@ def test_br35h_layout_counts_and_names(br35h_zip):
     yes = [n for n in names if n.startswith("yes/")]
     no = [n for n in names if n.startswith("no/")]
     pred = [n for n in names if n.startswith("pred/")]
+    external = [n for n in names if n.startswith("external/")]
     assert len(yes) == len(no) == BR35H_PER_CLASS
-    assert len(pred) >= 1 and len(names) == len(yes) + len(no) + len(pred)
+    assert len(pred) >= 1 and len(names) == len(yes) + len(no) + len(pred) + len(external)
+    per_class = synthetic.EXTERNAL_FRESH + synthetic.EXTERNAL_COPIES
+    assert sum(n.startswith("external/tumor/") for n in external) == per_class
+    assert sum(n.startswith("external/notumor/") for n in external) == per_class
     assert all(n.endswith(".jpg") for n in names)
     assert {f"yes/y{i}.jpg" for i in range(BR35H_PER_CLASS)} == set(yes)
     capital = [n for n in no if n.startswith("no/No")]

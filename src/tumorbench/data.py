@@ -64,12 +64,12 @@ def class_names_of(rows: list[dict]) -> list[str]:
     return [names.get(i, str(i)) for i in range(max(names) + 1)]
 
 
-def load_split_data(dataset: str, root: Path = Path(".")) -> SplitData:
+def load_split_data(dataset: str, root: Path = Path("."), protocol: str = "paper") -> SplitData:
     prepared = root / prepared_dir(dataset)
-    split_file = root / split_path(dataset)
+    split_file = root / split_path(dataset, protocol)
     for path in (prepared / "images.npy", prepared / "index.csv", split_file):
         if not path.exists():
-            raise DataError(f"{path} is missing: run `dvc repro split@{dataset}` first")
+            raise DataError(f"{path} is missing: run `dvc repro` first (it writes {split_file})")
     images = np.load(prepared / "images.npy", mmap_mode="r")
     rows = read_index(prepared / "index.csv")
     if len(rows) != len(images):

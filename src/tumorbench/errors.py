@@ -8,6 +8,7 @@ Any other exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,10 +19,10 @@ class UserError(Exception):
 
 
 def run_stage(main: Callable[..., None]) -> None:
-    """main(*command-line arguments), a UserError turned into `<stage>@<args>: <message>` on stderr
-    and exit status 1."""
+    """main(*command-line arguments), a UserError turned into `<stage>: <message>` on stderr and exit
+    status 1. <stage> is the name DVC runs it as ($DVC_STAGE), else <script>@<args joined by ->."""
     args = sys.argv[1:]
-    name = Path(sys.argv[0]).stem + (f"@{'-'.join(args)}" if args else "")
+    name = os.environ.get("DVC_STAGE") or Path(sys.argv[0]).stem + (f"@{'-'.join(args)}" if args else "")
     try:
         main(*args)
     except UserError as error:

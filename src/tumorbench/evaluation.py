@@ -83,7 +83,7 @@ def validation_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[
 
 def evaluate_variant(variant: Variant, params: dict) -> dict:
     checkpoint = load_checkpoint(variant.checkpoint, variant.name)
-    data = load_split_data(variant.dataset)
+    data = load_split_data(variant.dataset, protocol=variant.protocol)
     precision, normalize = params["train"]["precision"], params["normalize"][variant.init]
     device = pick_device(params["train"]["device"])
     configure_runtime(device)
@@ -102,7 +102,7 @@ def evaluate_variant(variant: Variant, params: dict) -> dict:
     }
     weights_md5 = checkpoint.get("provenance", {}).get("weights_md5")
     metrics["provenance"] = {
-        **input_hashes(variant.dataset),
+        **input_hashes(variant),
         "checkpoint_md5": md5_file(variant.checkpoint),
         "weights_md5": weights_md5,
         "params_hash": train_params_hash(params, variant.init),

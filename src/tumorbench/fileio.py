@@ -7,6 +7,7 @@ stage never leaves a half-written output behind.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -79,6 +80,15 @@ def to_json(obj) -> str:
 
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, to_json(obj))
+
+
+def csv_text(rows: list[dict], columns: list[str]) -> str:
+    """rows as CSV text with the given columns (other keys ignored), "\n" line ends."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
 
 
 def atomic_save_npy(path: str | os.PathLike, array: np.ndarray) -> None:

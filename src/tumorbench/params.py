@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-import yaml
+from ruamel.yaml import YAML
 
 from tumorbench.catalog import DATA_KEYS, INITS, MODELS, PAPER_DATASETS
 from tumorbench.errors import UserError
@@ -19,7 +19,8 @@ from tumorbench.errors import UserError
 SOURCES = ("synthetic", "url", "kaggle", "path")  # synthetic: paper datasets only; kaggle: br35h only
 OWN_SOURCES = ("url", "path")  # a dataset of the user's own
 DATASET_NAME = re.compile(r"[a-z][a-z0-9_]*")  # it becomes part of paths and stage names split at "-"
-GROUP_BY = ("none", "patient")
+GROUP_BY = ("none", "patient")  # the paper's split: it never reads the duplicate audit
+GROUPED_BY = ("patient", "duplicates", "patient+duplicates")  # the grouped split
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "bf16", "fp32")
 # train.compile: true or false, or one of torch.compile's named modes
@@ -124,8 +125,19 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
     _check_number(params, "data.synthetic.figshare_size", int, low=32, text="an integer >= 32")
     _check_number(params, "split.val_fraction", float, 0, 1, low_open=True, high_open=True, text="a fraction in (0, 1)")
     _check_number(params, "split.seed", int, text="an integer")
-    if _get(params, "split.group_by") not in GROUP_BY:
-        _fail("split.group_by", _get(params, "split.group_by"), f"one of {list(GROUP_BY)}")
+    group_by = _get(params, "split.group_by")
+    if group_by in GROUPED_BY[1:]:
+        _fail(
+            "split.group_by",
+            group_by,
+            f"one of {list(GROUP_BY)}: the paper's split does not read the duplicate "
+            "audit, so a new duplicates.threshold never reruns its grid; set grouped.group_by to train the "
+            "same variants on a split that keeps duplicates together, beside the paper's",
+        )
+    if group_by not in GROUP_BY:
+        _fail("split.group_by", group_by, f"one of {list(GROUP_BY)}")
+    _check_duplicates_and_grouped(params)
+    _check_external(params, root)
     _check_number(params, "train.epochs", int, low=1, text="an integer >= 1")
     _check_number(params, "train.batch_size", int, low=1, text="an integer >= 1")
     _check_number(params, "train.lr", float, 0, low_open=True, text="a number > 0")
@@ -170,12 +182,66 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
     return params
 
 
+def _check_duplicates_and_grouped(params: dict) -> None:
+    _check_number(params, "duplicates.threshold", int, 0, 16, text="an integer in 0..16 (pHash bits of 64)")
+    if not isinstance(_get(params, "duplicates.flips"), bool):
+        _fail("duplicates.flips", _get(params, "duplicates.flips"), "true or false")
+    group_by = _get(params, "grouped.group_by")
+    per_dataset = group_by if isinstance(group_by, dict) else dict.fromkeys(params["datasets"], group_by)
+    for dataset, value in per_dataset.items():
+        key = f"grouped.group_by.{dataset}" if isinstance(group_by, dict) else "grouped.group_by"
+        if value not in GROUPED_BY:
+            _fail(key, value, f"one of {list(GROUPED_BY)}, or one of them per dataset {{br35h: ..., figshare: ...}}")
+    missing = [d for d in params["datasets"] if d not in per_dataset]
+    if missing:
+        _fail("grouped.group_by", group_by, f"a value for every dataset of datasets (missing: {missing})")
+    for key, allowed in (("grouped.models", MODELS), ("grouped.inits", INITS)):
+        values = _get(params, key)
+        if not isinstance(values, list) or any(v not in allowed for v in values) or len(set(values)) != len(values):
+            _fail(key, values, f"a list (empty for none) without repeats drawn from {list(allowed)}")
+
+
+def grouped_by(params: dict, dataset: str) -> str:
+    """grouped.group_by for one dataset (a plain value applies to every dataset)."""
+    value = params["grouped"]["group_by"]
+    return value[dataset] if isinstance(value, dict) else value
+
+
+def _check_external(params: dict, root: Path) -> None:
+    external = _get(params, "external")
+    if not isinstance(external, dict):
+        _fail("external", external, "a mapping of test sets, {name: {path, dataset, classes}}; {} for none")
+    for name, spec in external.items():
+        key = f"external.{name}"
+        if not DATASET_NAME.fullmatch(str(name)):
+            _fail(key, spec, "a name of lower-case letters, digits and _ (it names a folder and a stage)")
+        if not isinstance(spec, dict) or set(spec) != {"path", "dataset", "classes"}:
+            _fail(
+                key,
+                spec,
+                "exactly {path: <folder of class folders>, dataset: <one of datasets>, "
+                "classes: {<folder>: <a class of that dataset>, ...}}",
+            )
+        if spec["dataset"] not in params["datasets"]:
+            _fail(f"{key}.dataset", spec["dataset"], f"one of datasets {params['datasets']} (its models are tested)")
+        classes = spec["classes"]
+        if not isinstance(classes, dict) or not classes or not all(isinstance(v, str) for v in classes.values()):
+            _fail(f"{key}.classes", classes, "a non-empty mapping {<folder name>: <class name of the dataset>}")
+        known = PAPER_DATASETS[spec["dataset"]].classes if spec["dataset"] in PAPER_DATASETS else None
+        unknown = sorted({v for v in classes.values() if known and v not in known})
+        if unknown:
+            _fail(f"{key}.classes", classes, f"classes of {spec['dataset']} {list(known)} (not {unknown})")
+        if not isinstance(spec["path"], str) or not spec["path"]:
+            _fail(f"{key}.path", spec["path"], "a folder holding one folder per class")
+
+
 def load_params(path: str | Path = "params.yaml") -> dict:
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} not found: run the stages from the project root")
-    with open(path) as f:
-        params = yaml.safe_load(f)
+    # YAML 1.2, as DVC reads it: `dvc exp run -S` writes params.yaml back without quotes, and to a YAML
+    # 1.1 reader (PyYAML) Br35H's class names no and yes would then be booleans.
+    params = YAML(typ="safe", pure=True).load(path.read_text())
     if not isinstance(params, dict):
         raise ParamsError(f"{path}: expected a mapping of keys, got {type(params).__name__}")
     return validate(params, root=path.parent)

@@ -12,22 +12,17 @@ absolute paths in them), so DVC's md5s and run-cache stay stable.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-from collections.abc import Iterator
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from tumorbench import fileio
 from tumorbench.errors import UserError
+from tumorbench.parallel import parallel_map
 from tumorbench.readers import UnreadableImage, decode_image, error_text, mat_to_array, natural_key, read_samples
 
 INDEX_COLUMNS = ["sample_id", "label", "label_name", "patient_id", "source_path", "sha256"]
-POOL_MIN_FILES = 300  # below this, starting worker processes costs more than it saves
 SHOWN_UNREADABLE = 10
 
 
@@ -53,23 +48,6 @@ def decode_file(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, str]
         return fileio.sha256_file(path), None, f"cannot read: {error_text(e)}"
 
 
-def worker_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def decode_all(
-    jobs: list[tuple[str, str, int]], processes: int | None = None, desc: str = "decode"
-) -> Iterator[tuple[str, np.ndarray | None, str]]:
-    """decode_file on every job, yielded in the jobs' order; a process pool for more than a few hundred."""
-    processes = processes or worker_count()
-    if len(jobs) < POOL_MIN_FILES or processes == 1:
-        yield from map(decode_file, tqdm(jobs, desc=desc, unit="file"))
-        return
-    chunksize = max(1, min(64, len(jobs) // (processes * 8)))
-    with Pool(processes) as pool:
-        yield from tqdm(pool.imap(decode_file, jobs, chunksize=chunksize), total=len(jobs), desc=desc, unit="file")
-
-
 def duplicate_groups(paths_and_hashes: list[tuple[str, str]]) -> list[list[str]]:
     """Groups (2 or more) of paths whose bytes are identical, sorted."""
     by_hash: dict[str, list[str]] = {}
@@ -79,11 +57,7 @@ def duplicate_groups(paths_and_hashes: list[tuple[str, str]]) -> list[list[str]]
 
 
 def index_csv_text(rows: list[dict]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=INDEX_COLUMNS, lineterminator="\n", extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return fileio.csv_text(rows, INDEX_COLUMNS)
 
 
 def _too_many_unreadable(unreadable: list[dict], total: int, max_unreadable: float, raw_dir: Path) -> str:
@@ -119,7 +93,8 @@ def prepare(
     images = np.zeros((len(jobs), 3, image_size, image_size), dtype=np.uint8)
     kept = []
     # The generator goes first in zip so it runs to its end and closes its pool.
-    for (sha256, pixels, reason), record in zip(decode_all(jobs, processes, f"prepare {dataset_name}"), decodable):
+    decoded = parallel_map(decode_file, jobs, f"prepare {dataset_name}", processes)
+    for (sha256, pixels, reason), record in zip(decoded, decodable):
         if pixels is None:
             unreadable.append({"path": record["source_path"], "reason": reason})
         else:

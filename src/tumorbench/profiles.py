@@ -1,5 +1,5 @@
-"""Profiles: a profile file holds only the params.yaml keys it changes; applying it writes them into
-params.yaml, leaving every other key, and the file's comments and layout, as they were. So
+"""Profiles: a profile file holds only the params.yaml keys it changes (null removes one); applying it
+writes them into params.yaml, leaving every other key, and the file's comments and layout, as they were. So
 `dvc params diff` after `tumorbench profile paper` shows exactly the profile's changes.
 """
 
@@ -9,6 +9,7 @@ import io
 from pathlib import Path
 
 from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
 
 from tumorbench.fileio import atomic_write_text
 from tumorbench.params import ParamsError, load_params
@@ -24,16 +25,24 @@ def _yaml() -> YAML:
 
 
 def merge(base, overrides, profile: Path, prefix: str = "") -> list[str]:
-    """Write `overrides` into `base` (mappings merged key by key, anything else replaced whole);
-    return the dotted keys whose value changed. A key params.yaml lacks is an error (a typo would
-    otherwise pass silently)."""
+    """Write `overrides` into `base` as a JSON merge patch (RFC 7386) does: mappings merged key by key,
+    null removes a key, anything else replaces it whole. Returns the dotted keys that changed. A key
+    params.yaml lacks is an error (a typo would otherwise pass silently)."""
     changed = []
     for key, value in overrides.items():
         dotted = f"{prefix}{key}"
+        if value is None and key not in base:
+            continue  # removed already
         if key not in base:
             raise ParamsError(f"{profile}: {dotted} is not a key of params.yaml; check its spelling")
-        if isinstance(value, dict) and isinstance(base[key], dict):
+        if value is None:
+            del base[key]
+            changed.append(dotted)
+        elif isinstance(value, dict) and isinstance(base[key], dict):
             changed += merge(base[key], value, profile, f"{dotted}.")
+            if not base[key]:  # ruamel writes an emptied block mapping that had comments as invalid YAML
+                base[key] = CommentedMap()
+                base[key].fa.set_flow_style()
         elif base[key] != value:
             base[key] = value
             changed.append(dotted)

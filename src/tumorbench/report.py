@@ -13,8 +13,9 @@ and writes (atomically):
 
     reports/tables/<dataset>-<init>.md, .csv   one table per paper table (1-4, all 12 models), and one
                                                per dataset of the user's own and init (the models run)
-    reports/README.md                          compact tables, summary, the full tables, the audit
-    metrics/summary.json                       best model per table, mean accuracy per init
+    reports/README.md                          compact tables, summary, the full tables, the validity
+                                               section (tumorbench.validity), the audit
+    reports/summary.json                       best model per table, mean accuracy per init
     plots/curves/val_loss/<dataset>-<init>.csv epoch,model,val_loss of every model run (Figures 8-9)
     plots/curves/lr.csv                        epoch,lr (Figure 7)
 """
@@ -44,6 +45,7 @@ from tumorbench.errors import UserError
 from tumorbench.fileio import atomic_write_json, atomic_write_text
 from tumorbench.metrics import METRICS
 from tumorbench.stats import bootstrap_ci, mcnemar_exact
+from tumorbench.validity import validity_section
 from tumorbench.variants import CURVES, REPORTS, SUMMARY, TABLES_DIR, Variant
 
 METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1-Score", "precision": "Precision", "recall": "Recall", "loss": "Loss"}
@@ -456,7 +458,7 @@ def summary_lines(tables: list[dict]) -> list[str]:
     return lines
 
 
-def readme_text(tables: list[dict], audit_text: str) -> str:
+def readme_text(tables: list[dict], audit_text: str, validity_text: str = "") -> str:
     parts = ["# Results: Ahamed & Sadia (2022) reproduced\n", "## Summary\n"]
     for table in tables:
         if table["models_run"]:
@@ -468,8 +470,8 @@ def readme_text(tables: list[dict], audit_text: str) -> str:
     ]
     for table in tables:
         parts += [f"## {table_title(table)}\n", table_markdown(table)]
-    parts.append(audit_text)
-    return "\n".join(parts)
+    parts += [validity_text, audit_text]
+    return "\n".join(part for part in parts if part)
 
 
 # ---------------------------------------------------------------- curves
@@ -536,7 +538,7 @@ def summary(tables: list[dict], audit: list[dict]) -> dict:
 
 
 def aggregate(params: dict, root: Path = Path(".")) -> dict:
-    """Write the tables, reports/README.md, metrics/summary.json and the curves."""
+    """Write the tables, reports/README.md, reports/summary.json and the curves."""
     root = Path(root)
     tables = [build_table(params, dataset, init, root) for dataset, init in report_tables(params)]
     for table in tables:
@@ -544,8 +546,9 @@ def aggregate(params: dict, root: Path = Path(".")) -> dict:
         atomic_write_text(root / TABLES_DIR / f"{table['name']}.md", text)
         atomic_write_text(root / TABLES_DIR / f"{table['name']}.csv", table_csv(table))
     audit_text, audit = audit_section(tables, params["train"]["batch_size"])
-    atomic_write_text(root / REPORTS / "README.md", readme_text(tables, audit_text))
+    validity_text, validity = validity_section(params, root)
+    atomic_write_text(root / REPORTS / "README.md", readme_text(tables, audit_text, validity_text))
     write_curves(tables, root)
-    result = summary(tables, audit)
+    result = {**summary(tables, audit), "validity": validity}
     atomic_write_json(root / SUMMARY, result)
     return result

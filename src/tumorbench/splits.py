@@ -25,6 +25,9 @@ from tumorbench.data import class_names_of, read_index
 from tumorbench.errors import UserError
 from tumorbench.readers import natural_key
 
+GROUP_BY = ("patient", "duplicates", "patient+duplicates")  # besides none
+LARGE_GROUP = 0.05  # of the validation split: a group placed before the others
+
 
 class SplitError(UserError, ValueError):
     """Inputs or params that cannot give a valid split."""
@@ -65,32 +68,109 @@ def majority_label(labels: list[int]) -> int:
     return min(counts, key=lambda label: (-counts[label], label))
 
 
-def patient_val_ids(rows: list[dict], val_fraction: float, rng: np.random.Generator) -> set[str]:
-    """Whole patients to validation, per class of each patient's majority label.
+def grouped_val_ids(
+    rows: list[dict], group_of: dict[str, str], val_fraction: float, rng: np.random.Generator, what: str
+) -> set[str]:
+    """Whole groups to validation, towards every class's val_counts target at once.
 
-    Within a class the patients are shuffled and taken greedily: a patient
-    goes to validation when that brings the class's count closer to its
-    val_counts target.
+    group_of: sample_id -> its group's key. The groups (in natural order of their keys) are shuffled
+    and taken greedily: a group goes to validation when that brings the validation class counts closer
+    to the targets (squared distance), so a group holding several classes counts for each. Groups of
+    more than LARGE_GROUP of the validation split are placed first, by a seeded coin. A group larger
+    than the whole validation split is a SplitError naming it (`what` says where the groups come from).
     """
-    slices: dict[str, list[dict]] = {}
+    members: dict[str, list[dict]] = {}
     for r in rows:
-        slices.setdefault(r["patient_id"], []).append(r)
-    class_of = {pid: majority_label([int(r["label"]) for r in rs]) for pid, rs in slices.items()}
-    sizes = Counter()
-    for pid, label in class_of.items():
-        sizes[label] += len(slices[pid])
+        members.setdefault(group_of[r["sample_id"]], []).append(r)
+    labels = sorted({int(r["label"]) for r in rows})
+    column = {label: k for k, label in enumerate(labels)}
+    sizes = Counter(int(r["label"]) for r in rows)
     targets = val_counts(dict(sizes), val_fraction)
-    val: set[str] = set()
-    for label in sorted(targets):
-        patients = sorted((pid for pid, c in class_of.items() if c == label), key=natural_key)
-        target = targets[label]
-        taken = 0
-        for i in rng.permutation(len(patients)):
-            size = len(slices[patients[i]])
-            if abs(taken + size - target) < abs(taken - target):
-                taken += size
-                val.update(r["sample_id"] for r in slices[patients[i]])
+    target = np.array([targets[label] for label in labels], dtype=np.int64)
+    keys = sorted(members, key=natural_key)
+    counts = np.zeros((len(keys), len(labels)), dtype=np.int64)
+    for k, key in enumerate(keys):
+        for r in members[key]:
+            counts[k, column[int(r["label"])]] += 1
+    largest = int(np.argmax(counts.sum(axis=1)))
+    if counts[largest].sum() > target.sum():
+        shown = ", ".join(r["sample_id"] for r in members[keys[largest]][:5])
+        raise SplitError(
+            f"a group of {counts[largest].sum()} samples ({shown}, ...; {what}) is larger than the whole "
+            f"validation split ({target.sum()} samples); it cannot be kept on one side. Lower "
+            f"duplicates.threshold, or group by patient alone"
+        )
+    # Large groups first, each to validation by a seeded coin (p = val_fraction) where it fits under the
+    # targets; then the others greedily, in a seeded order, towards the targets, the large groups the coin
+    # left out last.
+    order = rng.permutation(len(keys))
+    large = counts.sum(axis=1) > LARGE_GROUP * target.sum()
+    taken = np.zeros(len(labels), dtype=np.int64)
+    in_val = np.zeros(len(keys), dtype=bool)
+    for k in order[large[order]]:
+        if rng.random() < val_fraction and (taken + counts[k] <= target).all():
+            taken += counts[k]
+            in_val[k] = True
+    for k in np.concatenate([order[~large[order]], order[large[order]]]):
+        if not in_val[k] and np.sum((taken + counts[k] - target) ** 2) < np.sum((taken - target) ** 2):
+            taken += counts[k]
+            in_val[k] = True
+    val = {r["sample_id"] for k in np.flatnonzero(in_val) for r in members[keys[k]]}
     return val
+
+
+def union_groups(sample_ids: list[str], *partitions: list[list[str]]) -> dict[str, str]:
+    """sample_id -> group key, where samples sharing a group of any partition share a group (connected
+    components); a key is the natural-order first sample id of its group."""
+    parent = {s: s for s in sample_ids}
+
+    def root(s: str) -> str:
+        while parent[s] != s:
+            parent[s] = parent[parent[s]]
+            s = parent[s]
+        return s
+
+    for partition in partitions:
+        for group in partition:
+            for other in group[1:]:
+                a, b = root(group[0]), root(other)
+                if a != b:
+                    parent[max(a, b, key=natural_key)] = min(a, b, key=natural_key)
+    return {s: root(s) for s in sample_ids}
+
+
+def group_key_of(
+    rows: list[dict], group_by: str, duplicate_groups: list[list[str]] | None, where: str = "the index"
+) -> tuple[dict, str]:
+    """(sample_id -> group key, the grouping applied) for group_by patient, duplicates or
+    patient+duplicates. Without patient ids, patient applies as no grouping and patient+duplicates as
+    duplicates, recorded in the applied text."""
+    ids = [r["sample_id"] for r in rows]
+    use_patients = "patient" in group_by.split("+")
+    applied = group_by
+    if use_patients:
+        unknown = sum(1 for r in rows if not r["patient_id"])
+        if unknown == len(rows):
+            use_patients = False
+            applied = group_by.replace("patient+", "").replace("patient", "none") + " (no patient ids)"
+        elif unknown:
+            raise SplitError(
+                f"group_by = {group_by}, but {unknown} of {len(rows)} samples of {where} have no patient id; "
+                f"fill the patient_id column, or set group_by: none or duplicates"
+            )
+    partitions = []
+    if use_patients:
+        by_patient: dict[str, list[str]] = {}
+        for r in rows:
+            by_patient.setdefault(r["patient_id"], []).append(r["sample_id"])
+        partitions.append(list(by_patient.values()))
+    if "duplicates" in group_by:
+        if duplicate_groups is None:
+            raise ValueError("group_by duplicates needs the duplicate groups")  # a bug: the stage passes them
+        partitions.append(duplicate_groups)
+    if use_patients and "duplicates" not in group_by:  # keys as before: the patient ids themselves
+        return {r["sample_id"]: r["patient_id"] for r in rows}, applied
+    return union_groups(ids, *partitions), applied
 
 
 def make_split(
@@ -100,10 +180,13 @@ def make_split(
     seed: int,
     group_by: str,
     dataset: str | None = None,
+    duplicates: dict | None = None,
 ) -> dict:
-    """The split of one prepared dataset (the data/splits/<dataset>.json contents).
+    """The split of one prepared dataset (the data/splits/<dataset>[-<protocol>].json contents).
 
-    dataset only names the data in errors; by default the index's folder name.
+    group_by: none (stratified by class), or whole groups kept on one side: patient, duplicates (the
+    near groups of `duplicates`, a reports/duplicates/<dataset>.json) or patient+duplicates (both,
+    linked). dataset only names the data in errors; by default the index's folder name.
     """
     index_csv, images_npy = Path(index_csv), Path(images_npy)
     dataset = dataset or index_csv.parent.name
@@ -120,26 +203,21 @@ def make_split(
     if not 0 < val_fraction < 1:
         raise SplitError(f"split.val_fraction = {val_fraction} must be in (0, 1)")
     rng = np.random.default_rng(seed)
-    applied = group_by
-    if group_by == "patient":
-        unknown = sum(1 for r in rows if not r["patient_id"])
-        if unknown == len(rows):
-            # br35h has no patient ids: every image is its own group, which is the plain split.
-            applied = "none (no patient ids)"
-            print(f"split: {dataset} has no patient ids; group_by: patient splits it image by image")
-            val = stratified_val_ids(rows, val_fraction, rng)
-        elif unknown:
-            raise SplitError(
-                f"split.group_by = patient, but {unknown} of {len(rows)} samples of {dataset} "
-                f"have no patient id in {index_csv}; fill the patient_id column or set "
-                f"split.group_by: none"
-            )
-        else:
-            val = patient_val_ids(rows, val_fraction, rng)
-    elif group_by == "none":
+    applied, group_of = group_by, None
+    if group_by == "none":
         val = stratified_val_ids(rows, val_fraction, rng)
+    elif group_by in GROUP_BY:
+        near = duplicates["near"] if duplicates else None
+        group_of, applied = group_key_of(rows, group_by, near, f"{dataset} ({index_csv})")
+        if applied.startswith("none"):
+            print(f"split: {dataset} has no patient ids; group_by: {group_by} splits it image by image")
+            val = stratified_val_ids(rows, val_fraction, rng)
+            group_of = None
+        else:
+            threshold = f"duplicates.threshold = {duplicates['threshold']}" if duplicates else "patient ids"
+            val = grouped_val_ids(rows, group_of, val_fraction, rng, f"group_by {applied}, {threshold}")
     else:
-        raise SplitError(f"split.group_by = {group_by!r}; allowed: none, patient")
+        raise SplitError(f"group_by = {group_by!r}; allowed: none, {', '.join(GROUP_BY)}")
 
     train_ids = [r["sample_id"] for r in rows if r["sample_id"] not in val]
     val_ids = [r["sample_id"] for r in rows if r["sample_id"] in val]
@@ -155,13 +233,44 @@ def make_split(
         per_label = Counter(label_of[s] for s in ids)
         return {name: per_label.get(label, 0) for label, name in enumerate(names)}
 
-    return {
+    split = {
         "train": train_ids,
         "val": val_ids,
         "counts": {"train": counts(train_ids), "val": counts(val_ids)},
         "params": {"val_fraction": val_fraction, "seed": seed, "group_by": group_by},
         "group_by_applied": applied,
         "prepared_md5": {"images.npy": fileio.md5_file(images_npy), "index.csv": fileio.md5_file(index_csv)},
+    }
+    if group_of is not None:
+        split["groups"] = group_summary(group_of, set(val_ids))
+    if group_of is not None and "duplicates" in group_by:
+        split["params"]["duplicates_threshold"] = duplicates["threshold"]
+        split["params"]["duplicates_flips"] = duplicates["flips"]
+    return split
+
+
+def group_summary(group_of: dict[str, str], val: set[str]) -> dict:
+    """The groups of 2 or more samples (sample ids), their count and largest size, and how many have
+    members on both sides (0 by construction: checked here, not assumed)."""
+    members: dict[str, list[str]] = {}
+    for sample_id, key in group_of.items():
+        members.setdefault(key, []).append(sample_id)
+    groups = sorted((sorted(g, key=natural_key) for g in members.values() if len(g) > 1), key=lambda g: -len(g))
+    crossing = sum(len({s in val for s in group}) > 1 for group in groups)
+    return {"count": len(groups), "largest": max(map(len, groups), default=0), "crossing": crossing, "members": groups}
+
+
+def leaks(split: dict, rows: list[dict], duplicate_groups: list[list[str]]) -> dict:
+    """How many validation images of `split` share a duplicate group, or a patient, with a training image."""
+    train, val = set(split["train"]), split["val"]
+    group_of = {sample: k for k, group in enumerate(duplicate_groups) for sample in group}
+    groups_in_train = {group_of[s] for s in train if s in group_of}
+    patient = {r["sample_id"]: r["patient_id"] for r in rows}
+    patients_in_train = {patient[s] for s in train} - {""}
+    return {
+        "val": len(val),
+        "copy_in_train": sum(1 for s in val if group_of.get(s) in groups_in_train),
+        "patient_in_train": sum(1 for s in val if patient[s] in patients_in_train) if patients_in_train else None,
     }
 
 

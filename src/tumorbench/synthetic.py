@@ -23,9 +23,7 @@ they were.
 from __future__ import annotations
 
 import io
-import os
 import zipfile
-from multiprocessing import Pool
 from pathlib import Path
 
 import h5py
@@ -34,6 +32,7 @@ from PIL import Image
 
 from tumorbench.catalog import PAPER_DATASETS
 from tumorbench.fileio import atomic_open
+from tumorbench.parallel import parallel_map
 
 ZIP_DATE = (2020, 1, 1, 0, 0, 0)
 MAT_HEADER_DATE = "Wed Jan 01 00:00:00 2020"
@@ -281,27 +280,50 @@ def _zip_bytes(members: list[tuple[str, bytes]]) -> bytes:
     return out.getvalue()
 
 
+COPY_KINDS = ("exact", "requality", "resize", "flip", "gamma")  # how the real Br35H's copies differ
+COPY_EVERY = 25  # every 25th labelled image is a copy of an earlier one (12 per class at 300)
+EXTERNAL_FRESH, EXTERNAL_COPIES = 40, 8  # per class of the generated external test set
+
+
+def _copied(pixels: np.ndarray, kind: str) -> np.ndarray:
+    """The pixels of a copy of an image: re-processed as Br35H's near duplicates are (the encoding
+    differs for every kind but "exact", which repeats the source's mode and encoder too)."""
+    if kind == "resize":  # by the first of these factors that keeps it within this generator's 150..400 px
+        h, w = pixels.shape
+        factor = next((f for f in (0.75, 4 / 3, 0.9, 1.1) if min(h, w) * f >= 150 and max(h, w) * f <= 400), 1)
+        size = (round(w * factor), round(h * factor))
+        return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BILINEAR))
+    if kind == "flip":
+        return np.ascontiguousarray(pixels[:, ::-1])
+    if kind == "gamma":
+        return (255 * (pixels / 255.0) ** 0.8).astype(np.uint8)
+    return pixels
+
+
 def _br35h_file(job: tuple) -> bytes:
-    seed, label, index, stream, mode, encoder_keys = job
-    return _encode_br35h(br35h_image(seed, label, index, stream), mode, _rng(seed, _BR35H, *encoder_keys))
+    seed, label, index, stream, mode, encoder_keys, kind = job
+    pixels = _copied(br35h_image(seed, label, index, stream), kind)
+    return _encode_br35h(pixels, mode, _rng(seed, _BR35H, *encoder_keys))
 
 
-def in_parallel(function, jobs: list) -> list:
-    """[function(job) for job in jobs], over the machine's cores for more than a few jobs; the same
-    result either way (every draw is seeded by its job)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if cores == 1 or len(jobs) < 32:
-        return [function(job) for job in jobs]
-    with Pool(cores) as pool:
-        return pool.map(function, jobs, chunksize=max(1, len(jobs) // (cores * 8)))
+def _copy_job(seed: int, label: int, source: int, source_mode: str, kind: str, keys: tuple) -> tuple:
+    """A job writing a copy of labelled image `source`: an exact one repeats its mode and encoder draws."""
+    if kind == "exact":
+        return (seed, label, source, None, source_mode, (7, label, source), kind)
+    return (seed, label, source, None, "RGB", keys, kind)
 
 
 def write_br35h_zip(path: str | Path, per_class: int, seed: int, pred: int = 2) -> Path:
     """Write a Br35H-like zip: yes/y<i>.jpg and no/no<i>.jpg, per_class each, plus pred/pred<i>.jpg.
 
     Like the real set: one normal image is spelled No<k>.jpg, modes are
-    RGB, L, RGBA and P, and some `.jpg` files are really PNGs (at least one
-    L, one RGBA and one P PNG are always present).
+    RGB, L, RGBA and P, some `.jpg` files are really PNGs (at least one
+    L, one RGBA and one P PNG are always present), and some images are copies
+    of others: every COPY_EVERY-th image of a class repeats an earlier one of
+    its class, byte for byte or re-encoded, resized, mirrored or brightened.
+    `external/notumor/` and `external/tumor/` hold a test set from elsewhere,
+    as public ones are: EXTERNAL_FRESH new images per class, and EXTERNAL_COPIES
+    copies of labelled images (exact, re-encoded, resized, mirrored).
     """
     if per_class < 2:
         raise ValueError(f"per_class = {per_class}: need at least 2 images per class")
@@ -321,11 +343,25 @@ def write_br35h_zip(path: str | Path, per_class: int, seed: int, pred: int = 2) 
             if label == 0 and i == per_class // 2:
                 name = f"No{i}.jpg"
             names.append(f"{folder}/{name}")
-            jobs.append((seed, label, i, None, modes[i], (7, label, i)))
+            if i % COPY_EVERY == COPY_EVERY - 1:
+                kind = COPY_KINDS[(i // COPY_EVERY) % len(COPY_KINDS)]
+                source = i - 1 - (i // COPY_EVERY) % 5
+                jobs.append(_copy_job(seed, label, source, modes[source], kind, (10, label, i)))
+            else:
+                jobs.append((seed, label, i, None, modes[i], (7, label, i), None))
+        external = f"external/{'tumor' if label else 'notumor'}"
+        for i in range(EXTERNAL_FRESH):  # another stream of the generator: images the dataset has not
+            names.append(f"{external}/e{i}.jpg")
+            jobs.append((seed, label, i, 3 + label, "RGB", (11, label, i), None))
+        for k in range(EXTERNAL_COPIES):
+            source = (7 * k + 3) % per_class
+            source -= source % COPY_EVERY == COPY_EVERY - 1  # a labelled image that is not itself a copy
+            names.append(f"{external}/c{k}.jpg")
+            jobs.append(_copy_job(seed, label, source, modes[source], COPY_KINDS[k % 4], (12, label, k)))
     for i in range(pred):  # unlabeled: alternately with and without lesion
         names.append(f"pred/pred{i}.jpg")
-        jobs.append((seed, (i + 1) % 2, i, 2, "RGB", (8, i)))
-    _write_zip(path, list(zip(names, in_parallel(_br35h_file, jobs))))
+        jobs.append((seed, (i + 1) % 2, i, 2, "RGB", (8, i), None))
+    _write_zip(path, list(zip(names, parallel_map(_br35h_file, jobs))))
     return path
 
 
@@ -527,7 +563,7 @@ def write_figshare_zip(path: str | Path, per_class: list[int], patients: int, si
     path = Path(path)
     slices = _figshare_patients(seed, list(per_class), patients)
     jobs = [(seed, label, pid, sample_id, size) for sample_id, (label, pid, _) in enumerate(slices, start=1)]
-    files = in_parallel(_figshare_mat_file, jobs)
+    files = list(parallel_map(_figshare_mat_file, jobs))
     members = []
     for first, last in figshare_chunks(len(slices)):
         inner = [(f"{sample_id}.mat", files[sample_id - 1]) for sample_id in range(first, last + 1)]

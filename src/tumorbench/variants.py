@@ -13,13 +13,17 @@ from tumorbench.params import params_hash, select, train_param_keys
 
 RAW = Path("data/raw")  # data/raw/<dataset>/: the extracted download
 PREPARED = Path("data/prepared")  # data/prepared/<dataset>/: images.npy, index.csv, report.json
-SPLITS = Path("data/splits")  # data/splits/<dataset>.json
+SPLITS = Path("data/splits")  # data/splits/<dataset>.json, <dataset>-grouped.json
+HASHES = Path("data/hashes")  # data/hashes/<dataset>.csv: every sample's file, pixel and perceptual hashes
 DOWNLOADS = Path(".cache/downloads")  # partial and finished downloads, outside every output
 RESUME = Path(".cache/resume")  # per-variant resume states: DVC deletes declared outputs before a stage runs
 REPORTS = Path("reports")
+DUPLICATES = REPORTS / "duplicates"  # <dataset>.json and .png
 TABLES_DIR = REPORTS / "tables"
 CURVES = Path("plots/curves")  # lr.csv, and val_loss/<dataset>-<init>.csv
-SUMMARY = Path("metrics/summary.json")
+SUMMARY = REPORTS / "summary.json"
+EXTERNAL = Path("metrics/external")  # <name>/<variant>.json and .csv
+PROTOCOLS = ("paper", "grouped")  # the split a variant trains on
 
 
 def raw_dir(dataset: str) -> Path:
@@ -30,8 +34,22 @@ def prepared_dir(dataset: str) -> Path:
     return PREPARED / dataset
 
 
-def split_path(dataset: str) -> Path:
-    return SPLITS / f"{dataset}.json"
+def split_path(dataset: str, protocol: str = "paper") -> Path:
+    return SPLITS / f"{dataset}{protocol_suffix(protocol)}.json"
+
+
+def hashes_path(dataset: str) -> Path:
+    return HASHES / f"{dataset}.csv"
+
+
+def duplicates_report(dataset: str) -> Path:
+    return DUPLICATES / f"{dataset}.json"
+
+
+def protocol_suffix(protocol: str) -> str:
+    """ "" for the paper's split protocol, "-<protocol>" for another: names and paths of the paper's
+    protocol stay as they were."""
+    return "" if protocol == "paper" else f"-{protocol}"
 
 
 @dataclass(frozen=True)
@@ -39,10 +57,15 @@ class Variant:
     dataset: str
     model: str
     init: str
+    protocol: str = "paper"  # the split it trains on: the paper's, or "grouped" (grouped.group_by)
 
     @property
     def name(self) -> str:
-        return f"{self.dataset}-{self.model}-{self.init}"
+        return f"{self.dataset}-{self.model}-{self.init}{protocol_suffix(self.protocol)}"
+
+    @property
+    def split(self) -> Path:
+        return split_path(self.dataset, self.protocol)
 
     @property
     def checkpoint(self) -> Path:
@@ -70,16 +93,25 @@ class Variant:
 
 
 def all_variants(params: dict) -> list[Variant]:
+    """The paper's grid: datasets x models x inits, on the paper's split."""
     return [Variant(d, m, i) for d in params["datasets"] for m in params["models"] for i in params["inits"]]
 
 
-def input_hashes(dataset: str, root: Path = Path(".")) -> dict:
-    """md5 of the prepared data and the split, as dvc.lock records them."""
-    prepared = root / prepared_dir(dataset)
+def grouped_variants(params: dict) -> list[Variant]:
+    """The variants trained on the grouped split too: datasets x grouped.models x grouped.inits."""
+    grouped = params["grouped"]
+    return [
+        Variant(d, m, i, "grouped") for d in params["datasets"] for m in grouped["models"] for i in grouped["inits"]
+    ]
+
+
+def input_hashes(variant: Variant, root: Path = Path(".")) -> dict:
+    """md5 of the prepared data and of the variant's split, as dvc.lock records them."""
+    prepared = root / prepared_dir(variant.dataset)
     return {
         "prepared_images_md5": md5_file(prepared / "images.npy"),
         "prepared_index_md5": md5_file(prepared / "index.csv"),
-        "split_md5": md5_file(root / split_path(dataset)),
+        "split_md5": md5_file(root / variant.split),
     }
 
 
