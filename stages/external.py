@@ -11,9 +11,9 @@ import sys
 
 from tumorbench.data import class_names_of, read_index
 from tumorbench.errors import run_stage
-from tumorbench.evaluation import load_checkpoint
 from tumorbench.external import ExternalSet
 from tumorbench.fileio import atomic_directory, to_json
+from tumorbench.inference import load_checkpoint
 from tumorbench.params import ParamsError, load_params
 from tumorbench.runtime import configure_runtime, pick_device
 from tumorbench.variants import EXTERNAL, all_variants, grouped_variants, hashes_path, prepared_dir

@@ -185,11 +185,12 @@ def test_killed_during_prepare_reruns_to_identical_outputs(br35h_images, tmp_pat
     assert sorted(p.name for p in prepared.iterdir()) == [
         "images.npy",
         "index.csv",
+        "masks.npz",
         "report.json",
     ]  # no temporary files left
     expected = tmp_path / "uninterrupted"
     prepare(project / "data" / "raw" / "br35h", expected, image_size=32, max_unreadable=0.01, dataset_name="br35h")
-    for name in ("images.npy", "index.csv", "report.json"):
+    for name in ("images.npy", "index.csv", "masks.npz", "report.json"):
         assert (prepared / name).read_bytes() == (expected / name).read_bytes()
 
 

@@ -83,7 +83,10 @@ def test_prepare_small_tree(tmp_path):
     assert report["duplicates"] == [["Br35H/yes/y0.jpg", "Br35H/yes/y10.jpg"]]
 
     out = tmp_path / "out"
-    assert sorted(p.name for p in out.iterdir()) == ["images.npy", "index.csv", "report.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["images.npy", "index.csv", "masks.npz", "report.json"]
+    with np.load(out / "masks.npz") as masks:  # Br35H folders hold no masks: all empty, none marked
+        assert masks["masks"].shape == (9, 32, 32) and not masks["masks"].any() and not masks["has_mask"].any()
+    assert report["n_masks"] == 0
     assert json.loads((out / "report.json").read_text()) == report
     rows = read_index(out / "index.csv")
     assert list(rows[0]) == INDEX_COLUMNS
@@ -114,7 +117,7 @@ def test_prepare_is_byte_identical_on_rerun(tmp_path):
     first = prepare(raw, tmp_path / "a", image_size=32, max_unreadable=0.3, dataset_name="br35h")
     second = prepare(raw, tmp_path / "b", image_size=32, max_unreadable=0.3, dataset_name="br35h")
     assert first == second
-    for name in ("images.npy", "index.csv", "report.json"):
+    for name in ("images.npy", "index.csv", "masks.npz", "report.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
 
 

@@ -7,6 +7,8 @@ import yaml
 
 from tumorbench.variants import (
     CURVES,
+    FIGURES,
+    MODEL_CARDS,
     REPORTS,
     SUMMARY,
     TABLES_DIR,
@@ -38,7 +40,8 @@ def test_dvc_yaml_paths_are_the_ones_the_library_writes():
     assert str(prepared_dir("${item.dataset}") / "images.npy") in stages["prepare"]["outs"]
     assert str(split_path("${item.dataset}")) in stages["split"]["outs"]
     aggregate_outs = stages["aggregate"]["outs"] + stages["aggregate"]["metrics"]
-    assert sorted(aggregate_outs) == sorted(map(str, [REPORTS / "README.md", TABLES_DIR, CURVES, SUMMARY]))
+    expected = [REPORTS / "README.md", TABLES_DIR, FIGURES, MODEL_CARDS, CURVES, SUMMARY]
+    assert sorted(aggregate_outs) == sorted(map(str, expected))
 
 
 def project_imports(path: Path) -> set[Path]:

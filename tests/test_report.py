@@ -1,11 +1,13 @@
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tumorbench.catalog import MODELS, load_paper_results
 from tumorbench.metrics import batch_mean_metrics, dataset_metrics
+from tumorbench.params import load_params
 from tumorbench.report import COMPACT_WIDTH, ReportInputError, aggregate
 
 N_VAL = 200
@@ -14,16 +16,13 @@ ERRORS = {"resnet18": [0, 1], "efficientnet-b0": list(range(10))}
 
 
 def _params(models):
-    return {
-        "datasets": ["br35h"],
-        "models": models,
-        "inits": ["scratch"],
-        "train": {"batch_size": 32},
-        "eval": {"bootstrap": 200, "seed": 0},
-        "duplicates": {"threshold": 4, "flips": True},
-        "grouped": {"group_by": "patient+duplicates", "models": [], "inits": []},
-        "external": {},
-    }
+    """The committed params.yaml, for these models on Br35H alone, without the validity stages' variants."""
+    params = load_params(Path(__file__).resolve().parents[1] / "params.yaml")
+    params.update(datasets=["br35h"], models=models, inits=["scratch"], external={})
+    params["train"]["batch_size"] = 32
+    params["eval"].update(bootstrap=200, seed=0)
+    params["grouped"].update(models=[], inits=[])
+    return params
 
 
 def _write_variant(root, model, errors, epochs=3, sample_ids=None, dataset="br35h"):
@@ -240,3 +239,25 @@ def test_summary_with_one_model_run_says_there_is_nothing_to_compare(tmp_path):
     text = (tmp_path / "reports" / "README.md").read_text()
     assert "1 of 12 models run" in text and "No other model of this table was run to compare with." in text
     assert "other models are" not in text
+
+
+def test_figures_are_png_files_the_readme_embeds_and_each_variant_has_a_model_card(report):
+    root, ours, _ = report
+    figures = root / "reports" / "figures"
+    names = sorted(p.name for p in figures.iterdir())
+    assert names == [
+        "confusion_br35h-scratch.png",
+        "learning_rate.png",
+        "roc_br35h-scratch.png",
+        "val_loss_br35h-scratch.png",
+    ]
+    assert all((figures / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for name in names)
+    readme = (root / "reports" / "README.md").read_text()
+    for name in names:
+        assert f"](figures/{name})" in readme
+    cards = sorted(p.name for p in (root / "reports" / "models").iterdir())
+    assert cards == ["br35h-efficientnet-b0-scratch.md", "br35h-resnet18-scratch.md"]
+    card = (root / "reports" / "models" / "br35h-resnet18-scratch.md").read_text()
+    assert "research only, not for diagnostic use" in card
+    assert f"| accuracy | {ours['resnet18']['accuracy']:.4f} |" in card and "0.990833" in card
+    assert "md5 `" + "resn" * 8 + "`" in card  # the checkpoint's hash

@@ -76,11 +76,12 @@ def test_br35h_layout_counts_and_names(br35h_zip):
     pred = [n for n in names if n.startswith("pred/")]
     external = [n for n in names if n.startswith("external/")]
     assert len(yes) == len(no) == BR35H_PER_CLASS
-    assert len(pred) >= 1 and len(names) == len(yes) + len(no) + len(pred) + len(external)
+    assert len(pred) >= 1 and len(names) == len(yes) + len(no) + len(pred) + len(external) + 1
+    assert "annotations/annotations_all.json" in names
     per_class = synthetic.EXTERNAL_FRESH + synthetic.EXTERNAL_COPIES
     assert sum(n.startswith("external/tumor/") for n in external) == per_class
     assert sum(n.startswith("external/notumor/") for n in external) == per_class
-    assert all(n.endswith(".jpg") for n in names)
+    assert all(n.endswith(".jpg") for n in names if not n.startswith("annotations/"))
     assert {f"yes/y{i}.jpg" for i in range(BR35H_PER_CLASS)} == set(yes)
     capital = [n for n in no if n.startswith("no/No")]
     assert len(capital) == 1
@@ -91,7 +92,7 @@ def test_br35h_layout_counts_and_names(br35h_zip):
 
 def test_br35h_modes_sizes_and_png_under_jpg(br35h_zip):
     zf = zipfile.ZipFile(br35h_zip)
-    images = [open_image(zf, n) for n in zf.namelist()]
+    images = [open_image(zf, n) for n in zf.namelist() if n.endswith(".jpg")]
     formats = {(im.format, im.mode) for im in images}
     assert ("PNG", "L") in formats or ("PNG", "RGBA") in formats  # a PNG hiding under a .jpg name
     assert sum(im.format == "PNG" for im in images) >= 1

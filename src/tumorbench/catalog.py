@@ -39,6 +39,12 @@ MODELS = {
 
 INITS = {"scratch": "trained from scratch", "imagenet": "ImageNet-initialised"}
 
+# the standardisation each init trains with (params.yaml normalize, whose defaults these are)
+INIT_NORMALIZATION = {
+    "scratch": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
+    "imagenet": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+}
+
 # (dataset, init) -> the paper's table number
 TABLES = {("br35h", "scratch"): 1, ("br35h", "imagenet"): 2, ("figshare", "scratch"): 3, ("figshare", "imagenet"): 4}
 

@@ -2,6 +2,7 @@
 
 tumorbench profile paper          write profiles/paper.yaml's keys into params.yaml
 tumorbench grid WORKER WORKERS    one worker's share of the grid, as targets for `dvc repro`
+tumorbench predict --model models/<variant>.pt PATH...   a checkpoint applied to new scans
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def cmd_grid(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from tumorbench.predict import run
+
+    return run(args.model, args.paths, args.out, args.cam, args.batch_size, args.device)
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="tumorbench", description=__doc__.split("\n")[0])
     commands = main.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -52,6 +59,18 @@ def parser() -> argparse.ArgumentParser:
     grid.add_argument("worker", type=int, help="this worker's number, 0 .. WORKERS-1")
     grid.add_argument("workers", type=int, help="how many workers share the grid")
     grid.set_defaults(run=cmd_grid)
+
+    predict = commands.add_parser(
+        "predict",
+        help="apply a trained checkpoint to images, DICOM or .mat files (research only, not for diagnostic use)",
+    )
+    predict.add_argument("--model", type=Path, required=True, help="a checkpoint: models/<variant>.pt")
+    predict.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="files, or folders read recursively")
+    predict.add_argument("--out", type=Path, help="the CSV path,predicted,prob_<class>... (default: stdout)")
+    predict.add_argument("--cam", type=Path, metavar="DIR", help="also write a Grad-CAM overlay per image here")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    predict.set_defaults(run=cmd_predict)
     return main
 
 

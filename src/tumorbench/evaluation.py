@@ -4,48 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-import pickle
-import zipfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from tumorbench.data import load_split_data
-from tumorbench.errors import UserError
 from tumorbench.fileio import atomic_write_json, atomic_write_text, md5_file
-from tumorbench.inference import predict, trained_model
+from tumorbench.inference import load_checkpoint, predict, trained_model
 from tumorbench.metrics import batch_mean_metrics, dataset_metrics, roc_auc_per_class, roc_points
 from tumorbench.runtime import configure_runtime, pick_device, resolved_precision
 from tumorbench.variants import Variant, input_hashes, train_params_hash
-
-CHECKPOINT_KEYS = ("model", "model_name", "init", "class_names", "image_size", "epoch")
-
-
-class CheckpointError(UserError, RuntimeError):
-    """A checkpoint that is missing, damaged or unsafe to load."""
-
-
-def load_checkpoint(path: Path, variant_name: str) -> dict:
-    restore = (
-        f"restore it with `dvc checkout --force {path}` (if the DVC cache has it) "
-        f"or retrain with `dvc repro -f -s train@{variant_name}`"
-    )
-    if not path.exists():
-        raise CheckpointError(f"{path} is missing: {restore}")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path} was refused by weights_only loading: it holds Python objects beyond tensors and plain "
-            f"values, which could run code. Do not load it; {restore}. ({str(error).splitlines()[0]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        raise CheckpointError(f"{path} is truncated or corrupted ({error}); {restore}") from None
-    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint] if isinstance(checkpoint, dict) else ["all"]
-    if missing:
-        raise CheckpointError(f"{path} is not a tumorbench checkpoint (it lacks {missing}); {restore}")
-    return checkpoint
 
 
 def predictions_csv(ids: list[str], labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> str:

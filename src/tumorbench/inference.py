@@ -3,13 +3,50 @@ any later use of a checkpoint share, so a model is always fed exactly as it was 
 
 from __future__ import annotations
 
+import pickle
+import zipfile
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 
 from tumorbench.augment import normalize, to_float
+from tumorbench.errors import UserError
 from tumorbench.models import build_model
 from tumorbench.runtime import autocast, prepare_model
+
+CHECKPOINT_KEYS = ("model", "model_name", "init", "class_names", "image_size", "epoch")
+
+
+class CheckpointError(UserError, RuntimeError):
+    """A checkpoint that is missing, damaged or unsafe to load."""
+
+
+def load_checkpoint(path: Path, variant_name: str | None = None) -> dict:
+    """A checkpoint the train stage wrote, loaded with weights_only=True; a CheckpointError naming the file
+    and the fix (for a pipeline variant, how to restore or retrain it) otherwise."""
+    path = Path(path)
+    restore = (
+        f"restore it with `dvc checkout --force {path}` (if the DVC cache has it) "
+        f"or retrain with `dvc repro -f -s train@{variant_name}`"
+        if variant_name
+        else "use a models/<variant>.pt the train stage wrote"
+    )
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing: {restore}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path} was refused by weights_only loading: it holds Python objects beyond tensors and plain "
+            f"values, which could run code. Do not load it; {restore}. ({str(error).splitlines()[0]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
+        raise CheckpointError(f"{path} is truncated or corrupted ({error}); {restore}") from None
+    missing = [key for key in CHECKPOINT_KEYS if key not in checkpoint] if isinstance(checkpoint, dict) else ["all"]
+    if missing:
+        raise CheckpointError(f"{path} is not a tumorbench checkpoint (it lacks {missing}); {restore}")
+    return checkpoint
 
 
 @lru_cache(maxsize=8)

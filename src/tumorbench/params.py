@@ -137,6 +137,7 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
     if group_by not in GROUP_BY:
         _fail("split.group_by", group_by, f"one of {list(GROUP_BY)}")
     _check_duplicates_and_grouped(params)
+    _check_explain(params)
     _check_external(params, root)
     _check_number(params, "train.epochs", int, low=1, text="an integer >= 1")
     _check_number(params, "train.batch_size", int, low=1, text="an integer >= 1")
@@ -199,6 +200,17 @@ def _check_duplicates_and_grouped(params: dict) -> None:
         values = _get(params, key)
         if not isinstance(values, list) or any(v not in allowed for v in values) or len(set(values)) != len(values):
             _fail(key, values, f"a list (empty for none) without repeats drawn from {list(allowed)}")
+
+
+def _check_explain(params: dict) -> None:
+    _check_number(params, "explain.samples", int, low=0, text="an integer >= 0")
+    _check_number(params, "explain.max_images", int, low=0, text="an integer >= 0 (0: all)")
+    _check_number(params, "explain.seed", int, text="an integer")
+    masks = _get(params, "explain.masks")
+    if masks is None:
+        masks = params["explain"]["masks"] = {}
+    if not isinstance(masks, dict) or not all(isinstance(v, str) and v for v in masks.values()):
+        _fail("explain.masks", masks, "a mapping {<dataset>: <VIA annotation file>}, {} for none")
 
 
 def grouped_by(params: dict, dataset: str) -> str:

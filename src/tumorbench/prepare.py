@@ -4,6 +4,8 @@ Outputs in out_dir (data/prepared/<dataset>/), each written atomically, none
 when the data fails the checks:
     images.npy   uint8 (N, 3, S, S), row i = index.csv row i
     index.csv    sample_id,label,label_name,patient_id,source_path,sha256
+    masks.npz    masks uint8 (N, S, S), 1 = tumour, and has_mask bool (N,): the dataset's own
+                 tumour outlines (figshare's), resized as the images are
     report.json  counts per class, unreadable files, duplicate groups, ...
 
 The same raw files and params give byte-identical outputs (no timings or
@@ -20,7 +22,15 @@ import numpy as np
 from tumorbench import fileio
 from tumorbench.errors import UserError
 from tumorbench.parallel import parallel_map
-from tumorbench.readers import UnreadableImage, decode_image, error_text, mat_to_array, natural_key, read_samples
+from tumorbench.readers import (
+    UnreadableImage,
+    decode_image,
+    error_text,
+    mask_array,
+    mat_to_array,
+    natural_key,
+    read_samples,
+)
 
 INDEX_COLUMNS = ["sample_id", "label", "label_name", "patient_id", "source_path", "sha256"]
 SHOWN_UNREADABLE = 10
@@ -46,6 +56,15 @@ def decode_file(job: tuple[str, str, int]) -> tuple[str, np.ndarray | None, str]
         return fileio.sha256_file(path), None, str(e)
     except Exception as e:  # h5py and friends raise many kinds: a bad file is reported, not fatal
         return fileio.sha256_file(path), None, f"cannot read: {error_text(e)}"
+
+
+def decode_mask(job: tuple[str, int]) -> tuple[np.ndarray | None, str]:
+    """(mask uint8 (S, S), 1 = tumour, or None, the reason it is unreadable or ""); job = (mask path, size)."""
+    path, size = job
+    try:
+        return mask_array(path, size), ""
+    except Exception as e:  # as for images: reported, not fatal
+        return None, error_text(e)
 
 
 def duplicate_groups(paths_and_hashes: list[tuple[str, str]]) -> list[list[str]]:
@@ -109,6 +128,17 @@ def prepare(
     if empty:
         raise PrepareError(f"{raw_dir}: no readable samples of class {empty} ({reader} layout); check the download")
 
+    with_mask = [k for k, r in enumerate(kept) if r["mask_path"]]
+    masks = np.zeros((len(kept), image_size, image_size), dtype=np.uint8)
+    has_mask = np.zeros(len(kept), dtype=bool)
+    unreadable_masks = []
+    jobs = [(kept[k]["mask_path"], image_size) for k in with_mask]
+    for k, (mask, reason) in zip(with_mask, parallel_map(decode_mask, jobs, f"masks {dataset_name}", processes)):
+        if mask is None:
+            unreadable_masks.append({"path": kept[k]["source_path"], "reason": reason})
+        else:
+            masks[k], has_mask[k] = mask, True
+
     report = {
         "dataset": dataset_name,
         "reader": reader,
@@ -121,10 +151,14 @@ def prepare(
         "unreadable": unreadable,
         "duplicates": duplicate_groups([(r["source_path"], r["sha256"]) for r in kept]),
         "n_patients": len({r["patient_id"] for r in kept} - {""}),
+        "n_masks": int(has_mask.sum()),
+        "unreadable_masks": unreadable_masks,
     }
-    # File by file, not a whole-directory swap: DVC tracks the three files and may keep its own
+    # File by file, not a whole-directory swap: DVC tracks the files and may keep its own
     # .gitignore in out_dir. report.json goes last, so it marks a complete run.
     fileio.atomic_save_npy(out_dir / "images.npy", images[: len(kept)])
+    with fileio.atomic_open(out_dir / "masks.npz", "wb") as f:  # zip entries carry a fixed date: same bytes
+        np.savez_compressed(f, masks=masks, has_mask=has_mask)
     fileio.atomic_write_text(out_dir / "index.csv", index_csv_text(kept))
     fileio.atomic_write_json(out_dir / "report.json", report)
     return report

@@ -24,6 +24,9 @@ A sample record is a plain dict (picklable, so worker processes can take it):
     source_path  path of the file relative to the raw root, posix
     path         absolute path of the file
     loader       "image" (decode_image) or "mat" (read_mat_slice)
+    mask_path    the tumour mask's file ("" when none; a .mat slice holds its own):
+                 for the folder layout, a file of the same name in a mask/ or
+                 masks/ folder, white = tumour
     error        "" normally; the reason when the reader could not even read
                  the sample's label (a broken .mat): prepare reports those as
                  unreadable
@@ -105,6 +108,7 @@ def _record(
         source_path=_rel(path, root),
         path=str(path),
         loader=loader,
+        mask_path=str(path) if loader == "mat" else "",
         error=error,
     )
 
@@ -359,6 +363,16 @@ def read_folder_records(root: Path, tree) -> tuple[list[dict], list[str]]:
                 records.append(_record(root, path, path.stem, label, folder.name, row["pid"]))
             else:
                 records.append(_record(root, path, f"{folder.name}/{path.stem}", label, folder.name))
+    masks = {
+        Path(f).stem: folder / f
+        for folder, _, files in tree
+        if folder.name.lower() in MASK_FOLDER_NAMES
+        for f in files
+        if _is_image_name(f)
+    }
+    for record in records:
+        mask = masks.get(Path(record["path"]).stem)
+        record["mask_path"] = str(mask) if mask else ""
     _check_unique_ids(records, root)
     return _sorted(records), class_names
 
@@ -462,6 +476,16 @@ def open_mat(path: str | os.PathLike) -> Image.Image:
 def open_sample(path: str | os.PathLike, loader: str) -> Image.Image:
     """A sample record's file (loader "image" or "mat") decoded at its own size, as L or RGB."""
     return open_mat(path) if loader == "mat" else open_image(path)
+
+
+def mask_array(path: str | os.PathLike, size: int) -> np.ndarray:
+    """A tumour mask (a .mat slice's tumorMask, or an image file, white = tumour) as uint8 (size, size),
+    1 = tumour: resized as the image is (bilinear), then thresholded at half."""
+    if str(path).lower().endswith(".mat"):
+        mask = Image.fromarray(read_mat_slice(path)["mask"].astype(np.uint8) * 255, mode="L")
+    else:
+        mask = open_image(path).convert("L")
+    return (np.asarray(mask.resize((size, size), Image.BILINEAR)) > 127).astype(np.uint8)
 
 
 def decode_image(source: str | os.PathLike | bytes, size: int) -> np.ndarray:

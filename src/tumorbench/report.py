@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
+from tumorbench import figures
 from tumorbench.audit import audit_rows
+from tumorbench.cards import INTENDED_USE, model_card
 from tumorbench.catalog import (
     INITS,
     MODELS,
@@ -41,12 +41,22 @@ from tumorbench.catalog import (
     paper_table,
     table_name,
 )
-from tumorbench.errors import UserError
-from tumorbench.fileio import atomic_write_json, atomic_write_text
+from tumorbench.fileio import atomic_directory, atomic_write_json, atomic_write_text
 from tumorbench.metrics import METRICS
+from tumorbench.results import ReportInputError, read_dvclive_series, read_metrics, read_predictions
 from tumorbench.stats import bootstrap_ci, mcnemar_exact
 from tumorbench.validity import validity_section
-from tumorbench.variants import CURVES, REPORTS, SUMMARY, TABLES_DIR, Variant
+from tumorbench.variants import (
+    CURVES,
+    FIGURES,
+    MODEL_CARDS,
+    REPORTS,
+    SUMMARY,
+    TABLES_DIR,
+    Variant,
+    all_variants,
+    explain_dir,
+)
 
 METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1-Score", "precision": "Precision", "recall": "Recall", "loss": "Loss"}
 PROVENANCE = ("prepared_images_md5", "prepared_index_md5", "split_md5", "checkpoint_md5", "weights_md5", "params_hash")
@@ -60,53 +70,6 @@ LEGEND = (
     "table. Per-batch: macro scores per training-size batch, averaged (see the audit). "
     "Hashes: first 8 characters (full in the CSV). “—”: variant not run.\n"
 )
-
-
-class ReportInputError(UserError, ValueError):
-    """An evaluate stage's output the report cannot use; the message says what to rerun."""
-
-
-# ---------------------------------------------------------------- inputs
-
-
-def read_metrics(path: Path) -> dict:
-    with open(path) as f:
-        metrics = json.load(f)
-    needed = [*METRICS, "batch", "provenance"]
-    missing = [key for key in needed if key not in metrics]
-    if missing:
-        raise ReportInputError(f"{path}: missing keys {missing}; rerun the evaluate stage that writes it")
-    return metrics
-
-
-def read_predictions(path: Path) -> dict:
-    """sample_id (str array), label, pred (int arrays), probs (N, K) from a predictions CSV."""
-    if not path.exists():
-        raise ReportInputError(
-            f"{path} not found: the evaluate stage writes it beside metrics/{path.stem}.json; rerun `dvc repro`"
-        )
-    frame = pd.read_csv(path, dtype={"sample_id": str})
-    prob_columns = sorted((c for c in frame.columns if c.startswith("prob_")), key=lambda c: int(c.split("_")[1]))
-    expected = [f"prob_{k}" for k in range(len(prob_columns))]
-    if not {"sample_id", "label", "pred"} <= set(frame.columns) or prob_columns != expected or len(prob_columns) < 2:
-        raise ReportInputError(
-            f"{path}: expected columns sample_id,label,pred,prob_0..prob_K-1, got {list(frame.columns)}"
-        )
-    return {
-        "sample_id": frame["sample_id"].to_numpy(),
-        "label": frame["label"].to_numpy(np.int64),
-        "pred": frame["pred"].to_numpy(np.int64),
-        "probs": frame[prob_columns].to_numpy(np.float64),
-    }
-
-
-def read_dvclive_series(path: Path) -> dict[int, float]:
-    """step -> value of a DVCLive metric TSV (value column named after the file)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    if rows and ("step" not in rows[0] or path.stem not in rows[0]):
-        raise ReportInputError(f"{path}: expected columns step and {path.stem}, got {list(rows[0])}")
-    return {int(row["step"]): float(row[path.stem]) for row in rows}
 
 
 # ---------------------------------------------------------------- computing one table
@@ -537,6 +500,59 @@ def summary(tables: list[dict], audit: list[dict]) -> dict:
     }
 
 
+def write_figures(tables: list[dict], params: dict, root: Path) -> list[tuple[str, str]]:
+    """The figures of reports/figures/ (tumorbench.figures); returns (caption, path under reports/)."""
+    made = []
+
+    def path(name: str, caption: str) -> Path:
+        made.append((caption, (FIGURES / f"{name}.png").relative_to(REPORTS).as_posix()))
+        return root / FIGURES / f"{name}.png"
+
+    lr = {}
+    for table in tables:
+        run = [row for row in table["rows"] if row["ours"] is not None]
+        if not run:
+            continue
+        curves, found = {}, {}
+        for row in run:
+            variant = Variant(table["dataset"], row["model"], table["init"])
+            log = root / variant.live_dir / "plots" / "metrics"
+            if (log / "val" / "loss.tsv").exists():
+                curves[row["model"]] = read_dvclive_series(log / "val" / "loss.tsv")
+            if not lr and (log / "lr.tsv").exists():
+                lr = read_dvclive_series(log / "lr.tsv")
+            found[row["model"]] = read_predictions(root / variant.predictions)
+        title = table_title(table)
+        names = next(iter(found.values()))["class_names"]
+        figure = f"Fig. {8 if table['dataset'] == 'br35h' else 9}" if table["number"] else "validation loss"
+        figures.validation_loss(curves, f"{title} ({figure})", path(f"val_loss_{table['name']}", f"{title}: {figure}"))
+        figures.confusion_matrices(found, names, title, path(f"confusion_{table['name']}", f"{title}: confusion"))
+        figures.roc_curves(found, names, title, path(f"roc_{table['name']}", f"{title}: ROC curves"))
+    if lr:
+        figures.learning_rate(lr, path("learning_rate", "Learning rate per epoch (Fig. 7)"))
+    for dataset in params["datasets"]:
+        overlays = {}
+        for variant in all_variants(params):
+            folder = root / explain_dir(variant)
+            if variant.dataset == dataset and folder.is_dir():
+                overlays[variant.name] = sorted(folder.glob("*.png"))
+        if any(overlays.values()):
+            caption = f"{dataset_title(dataset)}: where each model looks"
+            figures.gradcam_grid(overlays, dataset_title(dataset), path(f"gradcam_{dataset}", caption))
+    return made
+
+
+def write_model_cards(tables: list[dict], params: dict, validity: dict, root: Path) -> int:
+    written = 0
+    with atomic_directory(root / MODEL_CARDS) as out:
+        for table in tables:
+            for row in table["rows"]:
+                if row["ours"] is not None:
+                    (out / f"{row['variant']}.md").write_text(model_card(row, table, params, validity, root))
+                    written += 1
+    return written
+
+
 def aggregate(params: dict, root: Path = Path(".")) -> dict:
     """Write the tables, reports/README.md, reports/summary.json and the curves."""
     root = Path(root)
@@ -547,7 +563,16 @@ def aggregate(params: dict, root: Path = Path(".")) -> dict:
         atomic_write_text(root / TABLES_DIR / f"{table['name']}.csv", table_csv(table))
     audit_text, audit = audit_section(tables, params["train"]["batch_size"])
     validity_text, validity = validity_section(params, root)
-    atomic_write_text(root / REPORTS / "README.md", readme_text(tables, audit_text, validity_text))
+    made = write_figures(tables, params, root)
+    figures_text = "## Figures\n\n" + "\n\n".join(f"![{caption}]({path})" for caption, path in made) + "\n"
+    cards = write_model_cards(tables, params, validity, root)
+    cards_text = (
+        f"## Model cards\n\n{cards} variants, one card each in `reports/models/<variant>.md`: data and "
+        f"split with hashes, training, metrics, where the model looks, validity, and the intended use: "
+        f"{INTENDED_USE}.\n"
+    )
+    readme = readme_text(tables, audit_text, "\n".join([validity_text, figures_text, cards_text]))
+    atomic_write_text(root / REPORTS / "README.md", readme)
     write_curves(tables, root)
     result = {**summary(tables, audit), "validity": validity}
     atomic_write_json(root / SUMMARY, result)

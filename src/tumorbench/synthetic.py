@@ -23,6 +23,7 @@ they were.
 from __future__ import annotations
 
 import io
+import json
 import zipfile
 from pathlib import Path
 
@@ -210,6 +211,11 @@ def br35h_image(seed: int, label: int, index: int, stream: int | None = None) ->
 
     The random draws come from (seed, stream, index); stream defaults to the label.
     """
+    return br35h_slice(seed, label, index, stream)[0]
+
+
+def br35h_slice(seed: int, label: int, index: int, stream: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """br35h_image's pixels and its lesion's outline, [x1 y1 x2 y2 ...] 1-based (empty without lesion)."""
     rng = _rng(seed, _BR35H, label if stream is None else stream, index)
     h, w = (int(n) for n in rng.integers(150, 401, 2))
     if rng.random() < 0.3:
@@ -221,13 +227,14 @@ def br35h_image(seed: int, label: int, index: int, stream: int | None = None) ->
         dist = rng.uniform(0, head["brain"] - 0.05 - radius_u)
         theta = rng.uniform(0, 2 * np.pi)
         row, col = _to_pixels(head, dist * np.cos(theta), dist * np.sin(theta))
-        t, _ = _draw_lesion(rng, h, w, row, col, radius_u * min(head["ax"], head["ay"]), rng.uniform(0, 0.3))
+        t, border = _draw_lesion(rng, h, w, row, col, radius_u * min(head["ax"], head["ay"]), rng.uniform(0, 0.3))
         kind = "ring" if rng.random() < 0.3 else "solid"
         img = img + brain * _lesion_intensity(t, kind, rng.uniform(0.25, 0.55), rng.uniform(0.05, 0.3))
     img = _add_noise(rng, img, rng.uniform(0.01, 0.04))
     gamma = rng.uniform(0.8, 1.25)
     top = np.quantile(img, 0.999) * rng.uniform(0.95, 1.2)
-    return (255 * np.clip(img / top, 0, 1) ** gamma).astype(np.uint8)
+    pixels = (255 * np.clip(img / top, 0, 1) ** gamma).astype(np.uint8)
+    return pixels, (border if label == 1 else np.zeros(0))
 
 
 def _encode_br35h(pixels: np.ndarray, mode: str, rng: np.random.Generator) -> bytes:
@@ -283,6 +290,7 @@ def _zip_bytes(members: list[tuple[str, bytes]]) -> bytes:
 COPY_KINDS = ("exact", "requality", "resize", "flip", "gamma")  # how the real Br35H's copies differ
 COPY_EVERY = 25  # every 25th labelled image is a copy of an earlier one (12 per class at 300)
 EXTERNAL_FRESH, EXTERNAL_COPIES = 40, 8  # per class of the generated external test set
+ANNOTATED = 0.6  # the share of the tumour images whose lesion annotations/annotations_all.json outlines
 
 
 def _copied(pixels: np.ndarray, kind: str) -> np.ndarray:
@@ -300,10 +308,33 @@ def _copied(pixels: np.ndarray, kind: str) -> np.ndarray:
     return pixels
 
 
-def _br35h_file(job: tuple) -> bytes:
+def _br35h_file(job: tuple) -> tuple[bytes, np.ndarray]:
+    """The file's bytes, and its lesion's outline (1-based [x1 y1 ...]; empty for a copy or no lesion)."""
     seed, label, index, stream, mode, encoder_keys, kind = job
-    pixels = _copied(br35h_image(seed, label, index, stream), kind)
-    return _encode_br35h(pixels, mode, _rng(seed, _BR35H, *encoder_keys))
+    pixels, border = br35h_slice(seed, label, index, stream)
+    data = _encode_br35h(_copied(pixels, kind), mode, _rng(seed, _BR35H, *encoder_keys))
+    return data, (border if kind is None else np.zeros(0))
+
+
+def via_annotations(files: list[tuple[str, bytes, np.ndarray]]) -> bytes:
+    """A VGG Image Annotator (VIA 2) export outlining the lesions, as the one circulating with Br35H:
+    keyed by <file name><size>, each lesion a polygon in 0-based pixel coordinates."""
+    entries = {}
+    for name, data, border in files:
+        points = border.reshape(-1, 2) - 1
+        region = {
+            "name": "polygon",
+            "all_points_x": points[:, 0].astype(int).tolist(),
+            "all_points_y": points[:, 1].astype(int).tolist(),
+        }
+        filename = name.rsplit("/", 1)[-1]
+        entries[f"{filename}{len(data)}"] = {
+            "filename": filename,
+            "size": len(data),
+            "file_attributes": {},
+            "regions": [{"shape_attributes": region, "region_attributes": {}}],
+        }
+    return json.dumps(entries).encode()
 
 
 def _copy_job(seed: int, label: int, source: int, source_mode: str, kind: str, keys: tuple) -> tuple:
@@ -324,6 +355,9 @@ def write_br35h_zip(path: str | Path, per_class: int, seed: int, pred: int = 2) 
     `external/notumor/` and `external/tumor/` hold a test set from elsewhere,
     as public ones are: EXTERNAL_FRESH new images per class, and EXTERNAL_COPIES
     copies of labelled images (exact, re-encoded, resized, mirrored).
+    `annotations/annotations_all.json` outlines the lesions of the first ANNOTATED
+    of the tumour images (the copies excepted), as VIA annotations, the form the
+    real Br35H's circulating outlines take.
     """
     if per_class < 2:
         raise ValueError(f"per_class = {per_class}: need at least 2 images per class")
@@ -361,7 +395,15 @@ def write_br35h_zip(path: str | Path, per_class: int, seed: int, pred: int = 2) 
     for i in range(pred):  # unlabeled: alternately with and without lesion
         names.append(f"pred/pred{i}.jpg")
         jobs.append((seed, (i + 1) % 2, i, 2, "RGB", (8, i), None))
-    _write_zip(path, list(zip(names, parallel_map(_br35h_file, jobs))))
+    files = list(parallel_map(_br35h_file, jobs))
+    # the first 60% of the tumour images are outlined, as y0..y800 of the real 1500 are
+    outlined = [
+        (name, data, border)
+        for name, (data, border) in zip(names, files)
+        if name.startswith("yes/") and border.size and int(name[5:-4]) < ANNOTATED * per_class
+    ]
+    members = [(name, data) for name, (data, _) in zip(names, files)]
+    _write_zip(path, members + [("annotations/annotations_all.json", via_annotations(outlined))])
     return path
 
 

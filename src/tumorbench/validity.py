@@ -11,14 +11,12 @@ It reads what the validity stages wrote (all optional: a part with nothing to re
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import numpy as np
-
 from tumorbench.catalog import MODELS
 from tumorbench.metrics import dataset_metrics
+from tumorbench.results import read_predictions
 from tumorbench.stats import bootstrap_ci, bootstrap_difference
 from tumorbench.variants import EXTERNAL, Variant, duplicates_report, grouped_variants, split_path
 
@@ -101,10 +99,8 @@ def _predictions(root: Path, variant: Variant) -> tuple | None:
     path = root / variant.predictions
     if not path.exists():
         return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    probs = np.array([[float(r[c]) for c in r if c.startswith("prob_")] for r in rows])
-    return np.array([int(r["label"]) for r in rows]), np.array([int(r["pred"]) for r in rows]), probs
+    found = read_predictions(path)
+    return found["label"], found["pred"], found["probs"]
 
 
 def leakage_part(params: dict, root: Path) -> tuple[str, list[dict]]:

@@ -20,6 +20,9 @@ RESUME = Path(".cache/resume")  # per-variant resume states: DVC deletes declare
 REPORTS = Path("reports")
 DUPLICATES = REPORTS / "duplicates"  # <dataset>.json and .png
 TABLES_DIR = REPORTS / "tables"
+FIGURES = REPORTS / "figures"
+MODEL_CARDS = REPORTS / "models"
+PLOTS_TEMPLATE = Path("plots/offline_template.html")  # .dvc/config names it as plots.html_template
 CURVES = Path("plots/curves")  # lr.csv, and val_loss/<dataset>-<init>.csv
 SUMMARY = REPORTS / "summary.json"
 EXTERNAL = Path("metrics/external")  # <name>/<variant>.json and .csv
@@ -90,6 +93,15 @@ class Variant:
     @property
     def roc_dir(self) -> Path:
         return Path("plots/roc") / self.name
+
+
+def explain_metrics(variant: Variant) -> Path:
+    return Path("metrics/explain") / f"{variant.name}.json"
+
+
+def explain_dir(variant: Variant) -> Path:
+    """Its Grad-CAM overlays."""
+    return REPORTS / "explain" / variant.name
 
 
 def all_variants(params: dict) -> list[Variant]:

@@ -1,0 +1,208 @@
+"""Apply a trained checkpoint to new scans: `tumorbench predict`.
+
+Files are read by what they are, not by their names: images (JPG, PNG, TIFF, ... through PIL), DICOM
+(pydicom: rescale slope and intercept, MONOCHROME1 inverted, then min-max scaled to 8 bits as the
+figshare .mat reader scales) and figshare .mat slices. Each is preprocessed exactly as training's
+prepare stage did (resized to the checkpoint's image size), normalised as the checkpoint records.
+Research only, not for diagnostic use.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from tumorbench.catalog import INIT_NORMALIZATION
+from tumorbench.errors import UserError
+from tumorbench.inference import load_checkpoint, model_input, predict, trained_model
+from tumorbench.parallel import parallel_map
+from tumorbench.readers import error_text, mat_to_array, open_image, scale_to_uint8, square_array
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+DICOM_SUFFIXES = {".dcm", ".dicom"}
+KNOWN_SUFFIXES = IMAGE_SUFFIXES | DICOM_SUFFIXES | {".mat"}
+
+
+class PredictError(UserError, ValueError):
+    """Nothing to predict, or a checkpoint that cannot be used."""
+
+
+@dataclass
+class Found:
+    files: list[tuple[Path, Path]] = field(default_factory=list)  # (file, the input it was found under)
+    hidden: int = 0
+    not_images: int = 0
+
+
+def kind_of(path: Path) -> str:
+    """ "dicom", "mat", "image" by the file's first bytes; "" for anything else."""
+    with open(path, "rb") as f:
+        head = f.read(132)
+    if head[128:132] == b"DICM":
+        return "dicom"
+    if head.startswith(b"MATLAB"):
+        return "mat"
+    try:
+        with Image.open(path):
+            return "image"
+    except Exception:  # not something PIL recognises
+        return ""
+
+
+def find_inputs(paths: list[Path]) -> Found:
+    """Every file under the given files and folders (recursively), hidden ones (a name starting with ".")
+    skipped and counted; files of no known kind are skipped and counted, unless their name says they
+    should be one (then they are kept, to be reported as unreadable)."""
+    if not paths:
+        raise PredictError("no PATH given: name image, DICOM or .mat files, or folders holding them")
+    found = Found()
+    for root in paths:
+        if not root.exists():
+            raise PredictError(f"{root} does not exist")
+        candidates = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        for path in candidates:
+            if root.is_dir() and any(part.startswith(".") for part in path.relative_to(root).parts):
+                found.hidden += 1
+            elif kind_of(path) or path.suffix.lower() in KNOWN_SUFFIXES:
+                found.files.append((path, root))
+            else:
+                found.not_images += 1
+    if not found.files:
+        raise PredictError(
+            f"no image, DICOM or .mat file under {', '.join(map(str, paths))} "
+            f"({found.hidden} hidden and {found.not_images} other files skipped)"
+        )
+    return found
+
+
+def dicom_to_uint8(path: Path) -> np.ndarray:
+    """A single-frame DICOM image as uint8 (H, W): modality rescale, MONOCHROME1 inverted, min-max to 8 bits."""
+    import pydicom  # only DICOM inputs need it
+
+    dataset = pydicom.dcmread(path)
+    if int(getattr(dataset, "NumberOfFrames", 1) or 1) > 1:
+        raise ValueError(f"multi-frame DICOM ({dataset.NumberOfFrames} frames): give one slice per file")
+    pixels = dataset.pixel_array.astype(np.float64)
+    if pixels.ndim != 2:
+        raise ValueError(f"pixel data of shape {pixels.shape}, expected one grayscale slice")
+    pixels = pixels * float(getattr(dataset, "RescaleSlope", 1) or 1) + float(
+        getattr(dataset, "RescaleIntercept", 0) or 0
+    )
+    if getattr(dataset, "PhotometricInterpretation", "") == "MONOCHROME1":
+        pixels = pixels.max() + pixels.min() - pixels  # bright means low: turn it round
+    return scale_to_uint8(pixels)
+
+
+def read_input(job: tuple[str, int]) -> tuple[np.ndarray | None, str]:
+    """(uint8 (3, S, S) or None, the reason the file cannot be read); job = (path, size)."""
+    path, size = Path(job[0]), job[1]
+    try:
+        kind = kind_of(path)
+        if kind == "dicom":
+            return square_array(Image.fromarray(dicom_to_uint8(path), mode="L"), size), ""
+        if kind == "mat":
+            return mat_to_array(path, size), ""
+        if kind == "image":
+            return square_array(open_image(path), size), ""
+        return None, "not an image, DICOM or MATLAB file"
+    except Exception as error:  # pydicom, h5py and PIL raise many kinds: reported, the others go on
+        return None, error_text(error)
+
+
+def normalization_of(checkpoint: dict, model_path: Path) -> dict:
+    """The checkpoint's normalisation; an older checkpoint without one gets its init's default, said so."""
+    if "normalize" in checkpoint:
+        return checkpoint["normalize"]
+    print(
+        f"{model_path}: no normalisation recorded (a checkpoint from before it was); using "
+        f"{checkpoint['init']}'s: {INIT_NORMALIZATION[checkpoint['init']]}",
+        file=sys.stderr,
+    )
+    return INIT_NORMALIZATION[checkpoint["init"]]
+
+
+def cam_path(cam_dir: Path, file: Path, root: Path) -> Path:
+    """Where a file's overlay goes: <cam_dir>/<the input folder's name>/<its path in it>.png (or
+    <cam_dir>/<name>.png for a file given directly): the input folders mirrored, so names cannot collide."""
+    relative = file.relative_to(root.parent)
+    return cam_dir / relative.with_name(relative.name + ".png")
+
+
+def run(
+    model_path: Path,
+    paths: list[Path],
+    out: Path | None,
+    cam_dir: Path | None,
+    batch_size: int = 64,
+    device_name: str = "auto",
+) -> int:
+    """Predict every readable input; the CSV to `out` (or stdout). Returns the exit status: 0, or 1 when
+    some file could not be read (it is reported on stderr and gets no row)."""
+    from tumorbench.runtime import configure_runtime, pick_device
+
+    checkpoint = load_checkpoint(model_path)
+    normalize = normalization_of(checkpoint, model_path)
+    found = find_inputs(paths)
+    size, classes = checkpoint["image_size"], checkpoint["class_names"]
+    device = pick_device(device_name)
+    configure_runtime(device)
+    model = trained_model(checkpoint, device, "auto")
+    jobs = [(str(file), size) for file, _ in found.files]
+    decoded = parallel_map(read_input, jobs, progress=False)  # the predict bar below counts them
+    rows, failures, batch = [], [], []
+
+    def flush() -> None:
+        images = torch.from_numpy(np.stack([pixels for _, pixels in batch])).to(device)
+        probs = predict(model, images, normalize["mean"], normalize["std"], batch_size).cpu().numpy()
+        for (item, _), p in zip(batch, probs):
+            rows.append([str(item[0])] + [classes[int(p.argmax())]] + [f"{v:.6g}" for v in p])
+        if cam_dir is not None:
+            from tumorbench.explain import cam_layer, grad_cam, overlay
+
+            layer, _ = cam_layer(checkpoint["model_name"], size)
+            x = model_input(images, normalize["mean"], normalize["std"])
+            for ((file, root), pixels), cam in zip(batch, grad_cam(model, layer, x)):
+                target = cam_path(cam_dir, file, root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                overlay(pixels, cam, None).save(target)
+        batch.clear()
+
+    for (file, root), (pixels, reason) in tqdm(
+        zip(found.files, decoded), total=len(jobs), desc="predict", unit="image", disable=len(jobs) <= 50
+    ):
+        if pixels is None:
+            failures.append((file, reason))
+            continue
+        batch.append(((file, root), pixels))
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(["path", "predicted"] + [f"prob_{name}" for name in classes])
+    writer.writerows(rows)
+    if out is None:
+        sys.stdout.write(text.getvalue())
+    else:
+        from tumorbench.fileio import atomic_write_text
+
+        atomic_write_text(out, text.getvalue())
+    for file, reason in failures:
+        print(f"{file}: not predicted: {reason}", file=sys.stderr)
+    print(
+        f"predicted {len(rows)} images{f' -> {out}' if out else ''}; {len(failures)} unreadable, "
+        f"{found.hidden} hidden and {found.not_images} other files skipped. Research only, not for "
+        f"diagnostic use.",
+        file=sys.stderr,
+    )
+    return 1 if failures else 0
