@@ -67,9 +67,10 @@ def class_names_of(rows: list[dict]) -> list[str]:
 def load_split_data(dataset: str, root: Path = Path("."), protocol: str = "paper") -> SplitData:
     prepared = root / prepared_dir(dataset)
     split_file = root / split_path(dataset, protocol)
+    split_stage = f"split@{dataset}" if protocol == "paper" else f"split_{protocol}@{dataset}"
     for path in (prepared / "images.npy", prepared / "index.csv", split_file):
         if not path.exists():
-            raise DataError(f"{path} is missing: run `dvc repro` first (it writes {split_file})")
+            raise DataError(f"{path} is missing: run `dvc repro {split_stage}` first")
     images = np.load(prepared / "images.npy", mmap_mode="r")
     rows = read_index(prepared / "index.csv")
     if len(rows) != len(images):
