@@ -5,6 +5,7 @@ Every path a stage reads or writes comes from here; dvc.yaml declares the same o
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,10 @@ PREPARED = Path("data/prepared")  # data/prepared/<dataset>/: images.npy, index.
 SPLITS = Path("data/splits")  # data/splits/<dataset>.json, <dataset>-grouped.json
 HASHES = Path("data/hashes")  # data/hashes/<dataset>.csv: every sample's file, pixel and perceptual hashes
 DOWNLOADS = Path(".cache/downloads")  # partial and finished downloads, outside every output
-RESUME = Path(".cache/resume")  # per-variant resume states: DVC deletes declared outputs before a stage runs
+# Per-variant resume states, outside every output (DVC deletes declared outputs before a stage runs).
+# TUMORBENCH_RESUME moves them: a Slurm task, working in a throw-away clone, points it at shared storage
+# (tumorbench.slurm) so that its requeued or resubmitted successor continues from the last epoch.
+RESUME = Path(os.environ.get("TUMORBENCH_RESUME") or ".cache/resume")
 REPORTS = Path("reports")
 DUPLICATES = REPORTS / "duplicates"  # <dataset>.json and .png
 TABLES_DIR = REPORTS / "tables"
