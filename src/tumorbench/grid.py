@@ -6,7 +6,14 @@ See docs/SCALING.md.
 
 from __future__ import annotations
 
-from tumorbench.variants import all_variants
+from fnmatch import fnmatchcase
+
+from tumorbench.errors import UserError
+from tumorbench.variants import Variant, all_variants, grouped_variants
+
+
+class UnknownTargetError(UserError):
+    """A pattern that names no variant of the grid; the message lists the grid."""
 
 
 def grid_targets(params: dict) -> list[str]:
@@ -15,3 +22,24 @@ def grid_targets(params: dict) -> list[str]:
 
 def share(worker: int, workers: int, params: dict) -> list[str]:
     return grid_targets(params)[worker::workers]
+
+
+def variant_targets(params: dict) -> dict[str, Variant]:
+    """Every variant that trains, by the stage that evaluates it: the paper's grid (`evaluate@<variant>`),
+    then the variants of the leakage table (`evaluate_grouped@<dataset>-<model>-<init>`)."""
+    targets = {f"evaluate@{v.name}": v for v in all_variants(params)}
+    for v in grouped_variants(params):
+        targets[f"evaluate_grouped@{v.dataset}-{v.model}-{v.init}"] = v
+    return targets
+
+
+def select_targets(targets: list[str], patterns: list[str]) -> list[str]:
+    """The targets matching any of the shell-style patterns (as `dvc repro --glob` matches), in grid order."""
+    for pattern in patterns:
+        if not any(fnmatchcase(target, pattern) for target in targets):
+            listing = "\n  ".join(targets)
+            raise UnknownTargetError(
+                f"'{pattern}' matches no variant of params.yaml's grid (datasets x models x inits, and "
+                f"grouped.models x grouped.inits); the grid is:\n  {listing}"
+            )
+    return [target for target in targets if any(fnmatchcase(target, pattern) for pattern in patterns)]
