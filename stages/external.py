@@ -32,8 +32,12 @@ def main(name: str) -> None:
     device = pick_device(params["train"]["device"])
     configure_runtime(device)
     variants = [v for v in all_variants(params) + grouped_variants(params) if v.dataset == dataset]
+    untrained = [v.name for v in variants if not v.checkpoint.exists()]
+    if untrained:  # only a run of this stage alone, as `tumorbench slurm submit --allow-failed` runs it
+        print(f"external@{name}: left out, no checkpoint (not trained here): {', '.join(untrained)}")
+    result = None
     with atomic_directory(EXTERNAL / name) as out:  # all variants or none: a failed run keeps the last results
-        for variant in variants:
+        for variant in (v for v in variants if v.name not in untrained):
             split = json.loads(variant.split.read_text())
             result, predictions = external.evaluate(
                 load_checkpoint(variant.checkpoint, variant.name), split, device, params
@@ -45,6 +49,9 @@ def main(name: str) -> None:
                 f"{result['all']['n']}, {result['clean'].get('accuracy', float('nan')):.4f} on the "
                 f"{result['clean']['n']} clean"
             )
+    if result is None:
+        print(f"external@{name}: no variant of {dataset} is trained, nothing tested -> {EXTERNAL / name}")
+        return
     overlap = result["overlap"]
     print(
         f"external@{name}: {len(external.records)} readable images, {overlap['exact']} exact and "

@@ -1,9 +1,12 @@
 import csv
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tumorbench.catalog import MODELS, load_paper_results
 from tumorbench.metrics import batch_mean_metrics, dataset_metrics
@@ -261,3 +264,20 @@ def test_figures_are_png_files_the_readme_embeds_and_each_variant_has_a_model_ca
     assert "research only, not for diagnostic use" in card
     assert f"| accuracy | {ours['resnet18']['accuracy']:.4f} |" in card and "0.990833" in card
     assert "md5 `" + "resn" * 8 + "`" in card  # the checkpoint's hash
+
+
+def test_the_aggregate_stage_alone_names_the_missing_variants(tmp_path):
+    """stages/aggregate.py on a partial grid, as the aggregate of `tumorbench slurm submit --allow-failed` runs
+    it; a complete grid's report has no such note (the other tests)."""
+    for model, errors in ERRORS.items():
+        _write_variant(tmp_path, model, errors)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(_params(["resnet50", "resnet18", "efficientnet-b0"])))
+    stage = Path(__file__).resolve().parents[1] / "stages" / "aggregate.py"
+    result = subprocess.run([sys.executable, str(stage)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "missing variants: br35h-resnet50-scratch" in result.stdout
+    readme = (tmp_path / "reports" / "README.md").read_text().splitlines()
+    assert readme[2].startswith("**Missing variants**: 1 variant of params.yaml's grid has no results here")
+    assert "br35h-resnet50-scratch. Their Slurm tasks failed" in readme[2]
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert summary["missing_variants"] == ["br35h-resnet50-scratch"]
