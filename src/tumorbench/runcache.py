@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from dvc.config import NoRemoteError
@@ -43,6 +44,49 @@ def default_remote(root: Path) -> tuple[str, str]:
         if name not in repo.config["remote"]:
             raise RemoteError(f"{root}/.dvc/config: the default remote '{name}' is not defined (dvc remote list)")
         return name, repo.config["remote"][name]["url"]
+
+
+@dataclass
+class Layout:
+    """The pipeline around the variants, as DVC's graph of dvc.yaml orders it."""
+
+    variants: dict[str, list[str]]  # evaluate@<v> -> the stages after its training that serve it alone
+    data: list[str]  # the stages no training feeds: download, prepare, split, ...
+    final: list[str]  # the stages after several variants' training (external test sets, aggregate), in order
+
+
+def training_stage(target: str) -> str:
+    """evaluate@v -> train@v, evaluate_grouped@v -> train_grouped@v (dvc.yaml's names)."""
+    stage, _, name = target.partition("@")
+    return f"{stage.replace('evaluate', 'train', 1)}@{name}"
+
+
+def layout(root: Path, targets: list[str]) -> Layout:
+    """Split the pipeline at `root` (its dvc.yaml and params.yaml) into the stages of each variant of `targets`
+    (the whole grid), the data stages before any training and the final stages after several trainings."""
+    import networkx as nx
+
+    with Repo(str(root)) as repo:
+        graph = repo.index.graph  # an edge goes from a stage to one it depends on
+        names = {stage: stage.name for stage in graph.nodes}
+        by_name = {name: stage for stage, name in names.items()}
+        missing = [training_stage(t) for t in targets if training_stage(t) not in by_name or t not in by_name]
+        if missing:
+            raise UserError(f"{root}/dvc.yaml has no stage {', '.join(missing)} (dvc stage list)")
+        order = [names[stage] for stage in reversed(list(nx.topological_sort(graph)))]  # upstream first
+        after = {t: {names[s] for s in nx.ancestors(graph, by_name[training_stage(t)])} for t in targets}
+        trained = {training_stage(t) for t in targets}
+        seen = defaultdict(int)
+        for stages in after.values():
+            for name in stages:
+                seen[name] += 1
+        return Layout(
+            variants={
+                t: [t] + [name for name in order if name in after[t] and seen[name] == 1 and name != t] for t in targets
+            },
+            data=[name for name in order if name not in seen and name not in trained],
+            final=[name for name in order if seen[name] > 1],
+        )
 
 
 def use_remote(root: Path, name: str, url: str) -> None:
