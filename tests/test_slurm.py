@@ -317,6 +317,7 @@ def test_grid_on_slurm_equals_a_local_run_and_a_cancelled_task_reruns_alone(clus
     assert re.search(r"\n +slurmstepd\S*: error: \*\*\* JOB \d+ ON \S+ CANCELLED AT", status), status  # its log
     assert "a resume state is saved: its next task continues the training" in status
     assert re.search(rf"{aggregate_job} +(PENDING|RUNNING)", status), status  # afterany: it runs all the same
+    print(f"\n$ tumorbench slurm status {array_job}\n{status}")
     user.wait(array_job, aggregate_job)
     timings["array, one task cancelled, and the aggregate"] = time.monotonic() - start
     assert state.exists()  # left on shared storage for the next task
