@@ -117,3 +117,15 @@ def test_the_real_br35h_via_file_outlines_801_tumour_images_and_its_polygons_fil
     assert report == {"entries": 801, "matched": 801, "unmatched": [], "size_mismatch": []}
     assert all(mask.shape == (64, 64) and mask.any() for mask in masks.values())
     assert set(masks) == {f"yes/y{i}" for i in range(801)}
+
+
+def test_a_small_overlay_is_enlarged_by_whole_pixels_with_the_outline_kept():
+    image = np.zeros((3, 64, 64), dtype=np.uint8)
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[20:30, 20:30] = 1
+    picture = np.asarray(overlay(image, np.zeros((64, 64), dtype=np.float32), mask))
+    assert picture.shape == (256, 256, 3)
+    assert (picture[80:84, 80:84] == (0, 255, 0)).all()  # the outline's corner pixel (20, 20) as a 4x4 block
+    assert not (picture[100:104, 100:104] == (0, 255, 0)).all()  # inside the outline, not on it
+    large = np.asarray(overlay(np.zeros((3, 300, 300), dtype=np.uint8), np.zeros((300, 300), np.float32), None))
+    assert large.shape == (300, 300, 3)

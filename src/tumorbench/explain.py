@@ -44,6 +44,7 @@ CAM_LAYERS = {
     "efficientnet-b6": ("_blocks.30", "_conv_head"),
     "efficientnet-b7": ("_blocks.37", "_conv_head"),
 }
+MIN_OVERLAY_SIDE = 256  # overlays of smaller images are enlarged to at least this side
 MIN_CAM_SIDE = 7  # the last layer's map (stride 32) is used when it is at least this many cells a side
 
 
@@ -193,6 +194,9 @@ def overlay(image_uint8: np.ndarray, cam: np.ndarray, mask: np.ndarray | None) -
         pixels = np.asarray(picture).copy()
         pixels[edge] = (0, 255, 0)
         picture = Image.fromarray(pixels)
+    factor = -(-MIN_OVERLAY_SIDE // max(picture.size))  # a 64 px image is too small to read: enlarge
+    if factor > 1:  # by whole pixels, so that every image pixel stays a visible block
+        picture = picture.resize((picture.width * factor, picture.height * factor), Image.NEAREST)
     return picture
 
 
