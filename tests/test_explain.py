@@ -78,7 +78,7 @@ def test_grad_cam_runs_for_every_architecture_on_a_4x4_map_at_64_px(name):
     assert maps.shape == (2, 64, 64) and np.isfinite(maps).all() and 0 <= maps.min() and maps.max() <= 1
     assert all(p.grad is None for p in model.parameters())  # the backward's gradients are cleared
     picture = overlay((x[0].numpy() * 255).astype(np.uint8), maps[0], np.ones((64, 64), np.uint8))
-    assert picture.size == (64, 64)
+    assert picture.size == (256, 256)  # enlarged 4x: MIN_OVERLAY_SIDE
 
 
 def polygon_area(points: list[tuple[float, float]]) -> float:
