@@ -23,6 +23,26 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+def untrained_checkpoint(normalize: dict | None = None) -> dict:
+    """A checkpoint as the train stage writes one, of a ResNet-18 at 32 px that never trained (scores are not
+    the point); normalize defaults to none (mean 0, std 1)."""
+    import torch
+
+    from tumorbench.models import build_model
+
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", 2, "scratch", 32)
+    return {
+        "model": model.state_dict(),
+        "model_name": "resnet18",
+        "init": "scratch",
+        "class_names": ["no", "yes"],
+        "image_size": 32,
+        "epoch": 0,
+        "normalize": normalize or {"mean": [0.0] * 3, "std": [1.0] * 3},
+    }
+
+
 def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
     """Run a command with this interpreter's environment first on PATH (so DVC finds `python`)."""
     env = dict(os.environ)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import untrained_checkpoint
 from PIL import Image
 
 from tumorbench import synthetic
@@ -18,28 +19,12 @@ from tumorbench.data import read_index
 from tumorbench.duplicates import hash_rows, image_hashes, loader_of
 from tumorbench.external import ExternalError, ExternalSet, read_external
 from tumorbench.fileio import sha256_file
-from tumorbench.models import build_model
 from tumorbench.parallel import parallel_map
 from tumorbench.params import ParamsError, validate
 from tumorbench.prepare import prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {"threshold": 4, "flips": True}
-
-
-def untrained_checkpoint(normalize: dict) -> dict:
-    """A checkpoint as the train stage writes one, of a ResNet-18 that never trained (scores are not the point)."""
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", 2, "scratch", 32)
-    return {
-        "model": model.state_dict(),
-        "model_name": "resnet18",
-        "init": "scratch",
-        "class_names": ["no", "yes"],
-        "image_size": 32,
-        "epoch": 0,
-        "normalize": normalize,
-    }
 
 
 def image(path: Path, value: int = 100) -> None:
@@ -108,17 +93,7 @@ def test_the_generated_external_set_overlaps_exactly_where_copies_were_planted(g
     assert copies["tumor/c0.jpg"] == copies["notumor/c0.jpg"] == "exact"  # the byte-for-byte copies
     assert copies["tumor/c3.jpg"] == copies["notumor/c3.jpg"] == "near"  # the mirrored ones
 
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", 2, "scratch", 32)
-    checkpoint = {
-        "model": model.state_dict(),
-        "model_name": "resnet18",
-        "init": "scratch",
-        "class_names": ["no", "yes"],
-        "image_size": 32,
-        "epoch": 0,
-        "normalize": params["normalize"]["scratch"],
-    }
+    checkpoint = untrained_checkpoint(params["normalize"]["scratch"])
     train = [row["sample_id"] for row in index if row["sample_id"].endswith(("3", "7"))]  # any split will do
     split = {"train": train, "val": [row["sample_id"] for row in index if row["sample_id"] not in train]}
     result, predictions = external.evaluate(checkpoint, split, torch.device("cpu"), params)
@@ -147,17 +122,7 @@ def test_nickparvar_holds_the_403_byte_identical_br35h_images_and_its_clean_rest
     kinds = [m["kind"] for m in external.matches]
     assert kinds.count("exact") >= 403
 
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", 2, "scratch", 32)
-    checkpoint = {
-        "model": model.state_dict(),
-        "model_name": "resnet18",
-        "init": "scratch",
-        "class_names": ["no", "yes"],
-        "image_size": 32,
-        "epoch": 0,
-        "normalize": {"mean": [0.0] * 3, "std": [1.0] * 3},
-    }
+    checkpoint = untrained_checkpoint()
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     split = {"train": [row["sample_id"] for row in index], "val": []}
     result, _ = external.evaluate(checkpoint, split, torch.device("cpu"), params)

@@ -11,12 +11,12 @@ import numpy as np
 import pydicom
 import pytest
 import torch
+from conftest import untrained_checkpoint
 from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tumorbench import synthetic
-from tumorbench.models import build_model
 from tumorbench.predict import dicom_to_uint8, read_input
 
 TUMORBENCH = str(Path(sys.executable).parent / "tumorbench")
@@ -25,21 +25,8 @@ TUMORBENCH = str(Path(sys.executable).parent / "tumorbench")
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     """A checkpoint as the train stage writes one (an untrained ResNet-18 at 32 px: the scores do not matter)."""
-    torch.manual_seed(0)
-    model, _ = build_model("resnet18", 2, "scratch", 32)
     path = tmp_path_factory.mktemp("model") / "br35h-resnet18-scratch.pt"
-    torch.save(
-        {
-            "model": model.state_dict(),
-            "model_name": "resnet18",
-            "init": "scratch",
-            "class_names": ["no", "yes"],
-            "image_size": 32,
-            "epoch": 0,
-            "normalize": {"mean": [0.0] * 3, "std": [1.0] * 3},
-        },
-        path,
-    )
+    torch.save(untrained_checkpoint(), path)
     return path
 
 
