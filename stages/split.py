@@ -12,7 +12,7 @@ from tumorbench.data import read_index
 from tumorbench.errors import run_stage
 from tumorbench.params import ParamsError, check_dataset_arg, grouped_by, load_params
 from tumorbench.splits import leaks, make_split, write_split
-from tumorbench.variants import PROTOCOLS, duplicates_report, prepared_dir, split_path
+from tumorbench.variants import PROTOCOLS, duplicates_report, prepared_dir, split_path, stage_name
 
 
 def main(dataset: str, protocol: str = "paper") -> None:
@@ -39,7 +39,7 @@ def main(dataset: str, protocol: str = "paper") -> None:
         paper = json.loads(split_path(dataset).read_text())
         split["paper_split_leaks"] = leaks(paper, read_index(prepared / "index.csv"), duplicates["near"])
     write_split(split, out)
-    name = f"split{'' if protocol == 'paper' else '_' + protocol}@{dataset}"
+    name = stage_name("split", protocol, dataset)
     for side in ("train", "val"):
         counts = ", ".join(f"{name} {n}" for name, n in split["counts"][side].items())
         print(f"{name}: {side} {len(split[side])} ({counts})")

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tumorbench.errors import UserError
-from tumorbench.variants import prepared_dir, split_path
+from tumorbench.variants import prepared_dir, split_path, stage_name
 
 
 class DataError(UserError, ValueError):
@@ -67,7 +67,7 @@ def class_names_of(rows: list[dict]) -> list[str]:
 def load_split_data(dataset: str, root: Path = Path("."), protocol: str = "paper") -> SplitData:
     prepared = root / prepared_dir(dataset)
     split_file = root / split_path(dataset, protocol)
-    split_stage = f"split@{dataset}" if protocol == "paper" else f"split_{protocol}@{dataset}"
+    split_stage = stage_name("split", protocol, dataset)
     for path in (prepared / "images.npy", prepared / "index.csv", split_file):
         if not path.exists():
             raise DataError(f"{path} is missing: run `dvc repro {split_stage}` first")

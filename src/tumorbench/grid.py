@@ -9,7 +9,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from tumorbench.errors import UserError
-from tumorbench.variants import Variant, all_variants, grouped_variants
+from tumorbench.variants import Variant, all_variants, grouped_variants, stage_name
 
 
 class UnknownTargetError(UserError):
@@ -29,7 +29,7 @@ def variant_targets(params: dict) -> dict[str, Variant]:
     then the variants of the leakage table (`evaluate_grouped@<dataset>-<model>-<init>`)."""
     targets = {f"evaluate@{v.name}": v for v in all_variants(params)}
     for v in grouped_variants(params):
-        targets[f"evaluate_grouped@{v.dataset}-{v.model}-{v.init}"] = v
+        targets[stage_name("evaluate", v.protocol, f"{v.dataset}-{v.model}-{v.init}")] = v
     return targets
 
 

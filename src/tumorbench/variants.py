@@ -53,6 +53,11 @@ def duplicates_report(dataset: str) -> Path:
     return DUPLICATES / f"{dataset}.json"
 
 
+def stage_name(stage: str, protocol: str, item: str) -> str:
+    """dvc.yaml's name of a stage run: split@br35h, split_grouped@br35h, evaluate_grouped@br35h-resnet18-scratch."""
+    return f"{stage}{'' if protocol == 'paper' else '_' + protocol}@{item}"
+
+
 def protocol_suffix(protocol: str) -> str:
     """ "" for the paper's split protocol, "-<protocol>" for another: names and paths of the paper's
     protocol stay as they were."""
