@@ -92,7 +92,7 @@ def measure_ours(
     )
     model = prepare_model(model, device, precision, depthwise_fp32)
     trained = compiled(model, compile_mode)
-    optimizer, _ = make_optimizer(model, cfg)  # as training builds it (fused Adam on CUDA)
+    optimizer, _ = make_optimizer(model, cfg)  # as training builds it (fused Adam)
     generator = torch.Generator(device=device).manual_seed(0)
     x = torch.from_numpy(images).to(device)
     y = torch.from_numpy(labels).to(device)

@@ -37,6 +37,24 @@ def config(**overrides) -> TrainConfig:
     return TrainConfig(**values)
 
 
+def test_optimizer_is_the_papers_adam_up_to_rounding():
+    torch.manual_seed(0)
+    ours, plain = nn.Linear(8, 3), nn.Linear(8, 3)
+    plain.load_state_dict(ours.state_dict())
+    start = ours.weight.detach().clone()
+    optimizer, _ = make_optimizer(ours, config())
+    reference = torch.optim.Adam(plain.parameters(), lr=1e-3, foreach=False)
+    for _ in range(50):
+        x, y = torch.randn(16, 8), torch.randint(0, 3, (16,))
+        for model, opt in ((ours, optimizer), (plain, reference)):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    assert (ours.weight - start).abs().max() > 1e-3  # the weights moved
+    for a, b in zip(ours.parameters(), plain.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
 def test_learning_rate_follows_the_papers_step_schedule():
     optimizer, scheduler = make_optimizer(nn.Linear(2, 2), config())
     rates = []

@@ -81,8 +81,9 @@ class TrainConfig:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
-    on_cuda = next(model.parameters()).is_cuda
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=on_cuda or None)
+    # The fused kernel is Adam's update in one pass over each tensor, on CPU and CUDA alike: the same
+    # result up to float rounding, several times faster than the per-tensor loop PyTorch picks on a CPU.
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, fused=True)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
     return optimizer, scheduler
 
