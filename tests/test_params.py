@@ -83,6 +83,9 @@ def test_a_dataset_of_ones_own_is_an_entry_under_data(params, tmp_path):
         ("split.val_fraction", 0.0, "split.val_fraction"),
         ("split.val_fraction", 1.0, "split.val_fraction"),
         ("split.group_by", "hospital", "split.group_by"),
+        ("grouped.datasets", ["kaggle4"], "grouped.datasets"),  # not one of datasets
+        ("grouped.datasets", ["br35h", "br35h"], "grouped.datasets"),
+        ("grouped.models", ["resnet19"], "grouped.models"),
         ("train.epochs", -1, "train.epochs"),
         ("train.batch_size", 0, "train.batch_size"),
         ("train.device", "tpu", "train.device"),

@@ -54,7 +54,11 @@ def torch_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_project(tmp_path_factory, torch_home) -> Path:
-    validity = {"grouped__models": ["resnet18"], "external": yaml.safe_load(EMBEDDED_EXTERNAL)}
+    validity = {
+        "grouped__datasets": ["br35h", "figshare"],
+        "grouped__models": ["resnet18"],
+        "external": yaml.safe_load(EMBEDDED_EXTERNAL),
+    }
     project = make_project(
         tmp_path_factory.mktemp("tiny") / "project", **{**TINY, "inits": ["scratch", "imagenet"], **validity}
     )

@@ -108,7 +108,7 @@ def test_dry_run_prints_both_scripts_and_needs_no_slurm(project, capsys, tmp_pat
     code, out, err = tumorbench(capsys, "slurm", "submit", "--allow-failed", "--dry-run")
     assert code == 0, err
     task, aggregate = out.split("# aggregate.sh")
-    assert "#SBATCH --array=0-5\n" in task  # four variants of the grid and two of the leakage table, one each
+    assert "#SBATCH --array=0-4\n" in task  # four variants of the grid and one of the leakage table, one each
     assert '"evaluate_grouped@br35h-resnet18-scratch"  # task 4' in task
     assert "#SBATCH --dependency=afterany:<job>" in aggregate and "kill-on-invalid-dep" not in aggregate
 
@@ -142,7 +142,7 @@ def test_no_sbatch_is_an_error_and_nothing_is_submitted(project, capsys, tmp_pat
 def test_unknown_glob_lists_the_grid(project, capsys):
     code, _, err = tumorbench(capsys, "slurm", "submit", "--glob", "evaluate@kaggle-*", "--dry-run")
     assert code == 1 and "'evaluate@kaggle-*' matches no variant" in err
-    assert "evaluate@br35h-resnet18-scratch" in err and "evaluate_grouped@figshare-resnet18-scratch" in err
+    assert "evaluate@br35h-resnet18-scratch" in err and "evaluate_grouped@br35h-resnet18-scratch" in err
 
 
 def test_refuses_changed_tracked_files_but_not_untracked_ones(project, capsys):
@@ -188,9 +188,7 @@ def test_the_pipeline_splits_at_training_into_data_variant_and_final_stages(tmp_
         "evaluate@br35h-resnet18-scratch",
         "explain@br35h-resnet18-scratch",
     ]
-    assert pipeline.variants["evaluate_grouped@figshare-resnet18-scratch"] == [
-        "evaluate_grouped@figshare-resnet18-scratch"
-    ]
+    assert pipeline.variants["evaluate_grouped@br35h-resnet18-scratch"] == ["evaluate_grouped@br35h-resnet18-scratch"]
     assert pipeline.final == ["external@generated", "aggregate"]  # after several variants' training, in order
     assert {"download@br35h", "prepare@figshare", "duplicates@br35h", "split_grouped@figshare"} <= set(pipeline.data)
     assert not [stage for stage in pipeline.data if stage.startswith(("train", "evaluate", "explain"))]

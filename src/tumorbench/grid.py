@@ -40,6 +40,6 @@ def select_targets(targets: list[str], patterns: list[str]) -> list[str]:
             listing = "\n  ".join(targets)
             raise UnknownTargetError(
                 f"'{pattern}' matches no variant of params.yaml's grid (datasets x models x inits, and "
-                f"grouped.models x grouped.inits); the grid is:\n  {listing}"
+                f"grouped.datasets x grouped.models x grouped.inits); the grid is:\n  {listing}"
             )
     return [target for target in targets if any(fnmatchcase(target, pattern) for pattern in patterns)]

@@ -196,7 +196,8 @@ def _check_duplicates_and_grouped(params: dict) -> None:
     missing = [d for d in params["datasets"] if d not in per_dataset]
     if missing:
         _fail("grouped.group_by", group_by, f"a value for every dataset of datasets (missing: {missing})")
-    for key, allowed in (("grouped.models", MODELS), ("grouped.inits", INITS)):
+    lists = (("grouped.datasets", params["datasets"]), ("grouped.models", MODELS), ("grouped.inits", INITS))
+    for key, allowed in lists:
         values = _get(params, key)
         if not isinstance(values, list) or any(v not in allowed for v in values) or len(set(values)) != len(values):
             _fail(key, values, f"a list (empty for none) without repeats drawn from {list(allowed)}")

@@ -4,8 +4,8 @@ It reads what the validity stages wrote (all optional: a part with nothing to re
 
     reports/duplicates/<dataset>.json           duplicate groups (the duplicates stage)
     data/splits/<dataset>-grouped.json          (paper_split_leaks) what the paper's split leaks
-    metrics/<variant>.json and -grouped.json,   the leakage table: each variant of grouped.models x
-    plots/predictions/<variant>[-grouped].csv   grouped.inits under both splits
+    metrics/<variant>.json and -grouped.json,   the leakage table: each variant of grouped.datasets
+    plots/predictions/<variant>[-grouped].csv   x grouped.models x grouped.inits under both splits
     metrics/external/<name>/<variant>.json      external test sets: all images vs the clean ones
 """
 
@@ -127,7 +127,7 @@ def leakage_part(params: dict, root: Path) -> tuple[str, list[dict]]:
         found.append(row)
         lines.append(cells)
     if not lines:
-        return "No variant was trained on the grouped split (`grouped.models` in params.yaml).\n", found
+        return "No variant was trained on the grouped split (`grouped` in params.yaml).\n", found
     header = [
         "Variant",
         "accuracy, paper's split",

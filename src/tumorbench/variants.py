@@ -119,10 +119,10 @@ def all_variants(params: dict) -> list[Variant]:
 
 
 def grouped_variants(params: dict) -> list[Variant]:
-    """The variants trained on the grouped split too: datasets x grouped.models x grouped.inits."""
+    """The variants trained on the grouped split too: grouped.datasets x grouped.models x grouped.inits."""
     grouped = params["grouped"]
     return [
-        Variant(d, m, i, "grouped") for d in params["datasets"] for m in grouped["models"] for i in grouped["inits"]
+        Variant(d, m, i, "grouped") for d in grouped["datasets"] for m in grouped["models"] for i in grouped["inits"]
     ]
 
 
