@@ -107,6 +107,15 @@ def test_invalid_values_name_the_key_and_allowed_values(params, key, value, need
     assert needle in message and "allowed" in message
 
 
+def test_datasets_changed_alone_names_the_grouped_datasets_fix(params):
+    params["grouped"]["datasets"] = ["br35h", "figshare"]
+    params["datasets"] = ["figshare"]
+    with pytest.raises(
+        ParamsError, match=r"grouped.datasets = \['br35h', 'figshare'\].*-S 'grouped.datasets=\[figshare\]'"
+    ):
+        validate(params, root=ROOT)
+
+
 @pytest.mark.parametrize("mode", [False, True, "reduce-overhead", "max-autotune"])
 def test_compile_takes_a_bool_or_a_torch_compile_mode(params, mode):
     good = copy.deepcopy(params)

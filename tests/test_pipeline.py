@@ -218,6 +218,8 @@ def test_experiment_with_more_epochs_shows_in_metrics_diff(tiny_project, torch_h
         "-S",
         "datasets=[br35h]",
         "-S",
+        "grouped.datasets=[br35h]",
+        "-S",
         "inits=[scratch]",
         cwd=tiny_project,
         env={"TORCH_HOME": str(torch_home)},

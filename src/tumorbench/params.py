@@ -200,7 +200,11 @@ def _check_duplicates_and_grouped(params: dict) -> None:
     for key, allowed in lists:
         values = _get(params, key)
         if not isinstance(values, list) or any(v not in allowed for v in values) or len(set(values)) != len(values):
-            _fail(key, values, f"a list (empty for none) without repeats drawn from {list(allowed)}")
+            source, fix = list(allowed), ""
+            if key == "grouped.datasets":  # datasets changed alone, as with dvc exp run -S datasets=[...]
+                kept = [d for d in dict.fromkeys(values) if d in allowed] if isinstance(values, list) else []
+                source, fix = f"datasets {list(allowed)}", f", e.g. -S 'grouped.datasets=[{','.join(kept)}]'"
+            _fail(key, values, f"a list (empty for none) without repeats drawn from {source}{fix}")
 
 
 def _check_explain(params: dict) -> None:
