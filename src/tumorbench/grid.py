@@ -27,10 +27,8 @@ def share(worker: int, workers: int, params: dict) -> list[str]:
 def variant_targets(params: dict) -> dict[str, Variant]:
     """Every variant that trains, by the stage that evaluates it: the paper's grid (`evaluate@<variant>`),
     then the variants of the leakage table (`evaluate_grouped@<dataset>-<model>-<init>`)."""
-    targets = {f"evaluate@{v.name}": v for v in all_variants(params)}
-    for v in grouped_variants(params):
-        targets[stage_name("evaluate", v.protocol, f"{v.dataset}-{v.model}-{v.init}")] = v
-    return targets
+    variants = all_variants(params) + grouped_variants(params)
+    return {stage_name("evaluate", v.protocol, f"{v.dataset}-{v.model}-{v.init}"): v for v in variants}
 
 
 def select_targets(targets: list[str], patterns: list[str]) -> list[str]:

@@ -56,6 +56,7 @@ from tumorbench.variants import (
     Variant,
     all_variants,
     explain_dir,
+    grouped_variants,
 )
 
 METRIC_TITLES = {"accuracy": "Accuracy", "f1": "F1-Score", "precision": "Precision", "recall": "Recall", "loss": "Loss"}
@@ -421,8 +422,26 @@ def summary_lines(tables: list[dict]) -> list[str]:
     return lines
 
 
-def readme_text(tables: list[dict], audit_text: str, validity_text: str = "") -> str:
-    parts = ["# Results: Ahamed & Sadia (2022) reproduced\n", "## Summary\n"]
+def missing_note(missing: list[str]) -> str:
+    """The report's opening note on variants of the grid without results. `dvc repro` runs every variant
+    before the report, so only a run of aggregate alone has any: the aggregate job of `tumorbench slurm
+    submit --allow-failed`, which trains nothing itself."""
+    if not missing:
+        return ""
+    variants = (
+        "1 variant of params.yaml's grid has"
+        if len(missing) == 1
+        else f"{len(missing)} variants of params.yaml's grid have"
+    )
+    return (
+        f"**Missing variants**: {variants} no results here and show as \u201c\u2014\u201d: "
+        f"{', '.join(missing)}. Their Slurm tasks failed or were not submitted; "
+        "`tumorbench slurm resubmit JOBID` runs them (docs/SCALING.md).\n"
+    )
+
+
+def readme_text(tables: list[dict], audit_text: str, validity_text: str = "", missing: list[str] = ()) -> str:
+    parts = ["# Results: Ahamed & Sadia (2022) reproduced\n", missing_note(missing), "## Summary\n"]
     for table in tables:
         if table["models_run"]:
             parts += [f"**{table_title(table)}**\n", compact_markdown(table)]
@@ -571,9 +590,12 @@ def aggregate(params: dict, root: Path = Path(".")) -> dict:
         f"split with hashes, training, metrics, where the model looks, validity, and the intended use: "
         f"{INTENDED_USE}.\n"
     )
-    readme = readme_text(tables, audit_text, "\n".join([validity_text, figures_text, cards_text]))
+    missing = [v.name for v in all_variants(params) + grouped_variants(params) if not (root / v.metrics).exists()]
+    readme = readme_text(tables, audit_text, "\n".join([validity_text, figures_text, cards_text]), missing)
     atomic_write_text(root / REPORTS / "README.md", readme)
     write_curves(tables, root)
     result = {**summary(tables, audit), "validity": validity}
+    if missing:
+        result["missing_variants"] = missing
     atomic_write_json(root / SUMMARY, result)
     return result

@@ -56,11 +56,10 @@ def slurm_command(name: str) -> str:
 
 def require_sbatch() -> None:
     """Before anything else: without sbatch nothing can be submitted, so nothing is."""
-    if shutil.which("sbatch") is None:
-        raise SlurmError(
-            "sbatch not found on PATH: run this on a Slurm login node, where the Slurm commands are; "
-            "nothing was submitted"
-        )
+    try:
+        slurm_command("sbatch")
+    except SlurmError as error:
+        raise SlurmError(f"{error}; nothing was submitted") from None
 
 
 def sbatch(script: Path, root: Path) -> str:
