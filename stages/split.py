@@ -41,7 +41,7 @@ def main(dataset: str, protocol: str = "paper") -> None:
     write_split(split, out)
     name = stage_name("split", protocol, dataset)
     for side in ("train", "val"):
-        counts = ", ".join(f"{name} {n}" for name, n in split["counts"][side].items())
+        counts = ", ".join(f"{label} {n}" for label, n in split["counts"][side].items())
         print(f"{name}: {side} {len(split[side])} ({counts})")
     if "groups" in split:
         groups = split["groups"]

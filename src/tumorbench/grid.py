@@ -9,7 +9,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from tumorbench.errors import UserError
-from tumorbench.variants import Variant, all_variants, grouped_variants, stage_name
+from tumorbench.variants import Variant, all_variants, grouped_variants
 
 
 class UnknownTargetError(UserError):
@@ -17,7 +17,7 @@ class UnknownTargetError(UserError):
 
 
 def grid_targets(params: dict) -> list[str]:
-    return [f"evaluate@{v.name}" for v in all_variants(params)]
+    return [v.stage("evaluate") for v in all_variants(params)]
 
 
 def share(worker: int, workers: int, params: dict) -> list[str]:
@@ -27,8 +27,7 @@ def share(worker: int, workers: int, params: dict) -> list[str]:
 def variant_targets(params: dict) -> dict[str, Variant]:
     """Every variant that trains, by the stage that evaluates it: the paper's grid (`evaluate@<variant>`),
     then the variants of the leakage table (`evaluate_grouped@<dataset>-<model>-<init>`)."""
-    variants = all_variants(params) + grouped_variants(params)
-    return {stage_name("evaluate", v.protocol, f"{v.dataset}-{v.model}-{v.init}"): v for v in variants}
+    return {v.stage("evaluate"): v for v in all_variants(params) + grouped_variants(params)}
 
 
 def select_targets(targets: list[str], patterns: list[str]) -> list[str]:

@@ -75,6 +75,11 @@ class Variant:
     def name(self) -> str:
         return f"{self.dataset}-{self.model}-{self.init}{protocol_suffix(self.protocol)}"
 
+    def stage(self, stage: str) -> str:
+        """dvc.yaml's name of this variant's run of a stage: evaluate@br35h-resnet18-scratch,
+        evaluate_grouped@br35h-resnet18-scratch."""
+        return stage_name(stage, self.protocol, f"{self.dataset}-{self.model}-{self.init}")
+
     @property
     def split(self) -> Path:
         return split_path(self.dataset, self.protocol)
