@@ -9,7 +9,7 @@ on a PIL image; RandomRotation's default interpolation is nearest); ours is
 the training loop's path: augment_batch on the uint8 batch (nearest, as
 torchvision), then to_float. --interpolation bilinear measures the bilinear
 variant (to_float first, then grid_sample). Both run in one process under the
-training loop's runtime settings (tumorbench.runtime.configure_runtime).
+training loop's runtime settings (tumorbench.models.runtime.configure_runtime).
 
     .venv/bin/python bench/augment.py [--size 128] [--n 512] [--batch-size 32] [--device cpu|cuda]
 
@@ -32,8 +32,8 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import load_images as load_br35h  # noqa: E402
 
-from tumorbench.augment import augment_batch, to_float  # noqa: E402
-from tumorbench.runtime import configure_runtime  # noqa: E402
+from tumorbench.models.augment import augment_batch, to_float  # noqa: E402
+from tumorbench.models.runtime import configure_runtime  # noqa: E402
 
 BR35H = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 

@@ -3,7 +3,7 @@
     python bench/duplicate_threshold.py ../shared/data/br35h [--sheets DIR]
     python bench/duplicate_threshold.py ../shared/data/figshare-jpg
 
-Hashes every labelled image as the duplicates stage does (tumorbench.duplicates.image_hashes), then
+Hashes every labelled image as the duplicates stage does (tumorbench.data.duplicates.image_hashes), then
 for thresholds 0..10, with and without matching rotations and flips: how many images end up in
 groups, the largest group, pairs whose classes differ, pairs across patients (where the dataset
 has patient ids), and, for the pairs at each exact distance, the median Pearson correlation of the
@@ -21,10 +21,18 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from tumorbench.duplicates import DIHEDRAL, components, hash_rows, image_hashes, loader_of, phash_matrix, self_pairs
-from tumorbench.parallel import parallel_map
-from tumorbench.readers import open_sample, read_samples
-from tumorbench.splits import stratified_val_ids
+from tumorbench.core.parallel import parallel_map
+from tumorbench.data.duplicates import (
+    DIHEDRAL,
+    components,
+    hash_rows,
+    image_hashes,
+    loader_of,
+    phash_matrix,
+    self_pairs,
+)
+from tumorbench.data.readers import open_sample, read_samples
+from tumorbench.data.splits import stratified_val_ids
 
 
 def thumbnail(job: tuple[str, str]) -> np.ndarray:

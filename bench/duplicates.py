@@ -4,7 +4,7 @@
 
 Generates --images random pHash-like hashes (with --variants rotations/flips per image, as the
 duplicates stage compares them), plants near copies (1% of the images, 0..threshold bits flipped),
-and times tumorbench.duplicates.self_pairs on all of them. The all-pairs comparison it replaces is
+and times tumorbench.data.duplicates.self_pairs on all of them. The all-pairs comparison it replaces is
 timed on the first --naive images (a full N x N x variants distance matrix does not fit in memory at
 100k: 80 GB of uint64), and the two agree on those images; the all-pairs time at --images is that
 measurement scaled by (images / naive)^2, printed as an estimate.
@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from tumorbench.duplicates import hamming, self_pairs
+from tumorbench.data.duplicates import hamming, self_pairs
 
 
 def planted_hashes(n: int, variants: int, threshold: int, seed: int = 0) -> np.ndarray:

@@ -34,17 +34,17 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from throughput import compile_setting, measure_naive, measure_ours  # noqa: E402
 
-from tumorbench.catalog import MODELS, PAPER_DATASETS, paper_table  # noqa: E402
-from tumorbench.data import class_names_of, read_index  # noqa: E402
-from tumorbench.evaluation import validation_metrics  # noqa: E402
-from tumorbench.inference import predict, trained_model  # noqa: E402
-from tumorbench.metrics import METRICS  # noqa: E402
-from tumorbench.models import build_model  # noqa: E402
-from tumorbench.params import COMPILE_MODES  # noqa: E402
-from tumorbench.prepare import prepare  # noqa: E402
-from tumorbench.runtime import configure_runtime, resolved_precision  # noqa: E402
-from tumorbench.splits import make_split  # noqa: E402
-from tumorbench.training import TrainConfig, fit  # noqa: E402
+from tumorbench.core.catalog import MODELS, PAPER_DATASETS, paper_table  # noqa: E402
+from tumorbench.core.params import COMPILE_MODES  # noqa: E402
+from tumorbench.data.prepare import prepare  # noqa: E402
+from tumorbench.data.prepared import class_names_of, read_index  # noqa: E402
+from tumorbench.data.splits import make_split  # noqa: E402
+from tumorbench.models.architectures import build_model  # noqa: E402
+from tumorbench.models.evaluation import validation_metrics  # noqa: E402
+from tumorbench.models.inference import predict, trained_model  # noqa: E402
+from tumorbench.models.metrics import METRICS  # noqa: E402
+from tumorbench.models.runtime import configure_runtime, resolved_precision  # noqa: E402
+from tumorbench.models.training import TrainConfig, fit  # noqa: E402
 
 
 def log(text: str, sink) -> None:

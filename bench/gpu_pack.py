@@ -23,8 +23,8 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-from tumorbench.fileio import atomic_open
-from tumorbench.readers import UnreadableImage, decode_image, read_samples
+from tumorbench.core.fileio import atomic_open
+from tumorbench.data.readers import UnreadableImage, decode_image, read_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,13 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tumorbench.data import read_index
-from tumorbench.download import download
-from tumorbench.models import build_model
-from tumorbench.params import load_params
-from tumorbench.prepare import prepare
-from tumorbench.splits import make_split
-from tumorbench.training import TrainConfig, fit
+from tumorbench.core.params import load_params
+from tumorbench.data.download import download
+from tumorbench.data.prepare import prepare
+from tumorbench.data.prepared import read_index
+from tumorbench.data.splits import make_split
+from tumorbench.models.architectures import build_model
+from tumorbench.models.training import TrainConfig, fit
 
 
 def main() -> None:

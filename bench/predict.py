@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tumorbench.inference import predict, trained_model
-from tumorbench.models import build_model
+from tumorbench.data.prepare import prepare
+from tumorbench.models.architectures import build_model
+from tumorbench.models.inference import predict, trained_model
+from tumorbench.models.runtime import configure_runtime, pick_device
 from tumorbench.predict import run
-from tumorbench.prepare import prepare
-from tumorbench.runtime import configure_runtime, pick_device
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 

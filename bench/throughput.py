@@ -5,7 +5,7 @@
 Ours: prepared uint8 arrays held in memory (on the GPU when there is one),
 seeded permutation, batched augmentation on the device, channels_last, bf16
 autocast where the hardware has bf16 arithmetic (train.precision: auto; GPUs
-from Ampere on, CPUs with AVX512-BF16 or AMX), as tumorbench.training trains.
+from Ampere on, CPUs with AVX512-BF16 or AMX), as tumorbench.models.training trains.
 Naive: torchvision ImageFolder over the raw JPGs, per-image PIL transforms in
 DataLoader workers, fp32. Same model, batch size, image size and optimizer.
 The last line is the ratio.
@@ -24,12 +24,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tumorbench.inference import predict
-from tumorbench.models import build_model, model_flops
-from tumorbench.params import COMPILE_MODES
-from tumorbench.readers import decode_image, read_samples
-from tumorbench.runtime import compiled, configure_runtime, pick_device, prepare_model, resolved_precision
-from tumorbench.training import TrainConfig, make_optimizer, train_one_epoch
+from tumorbench.core.params import COMPILE_MODES
+from tumorbench.data.readers import decode_image, read_samples
+from tumorbench.models.architectures import build_model, model_flops
+from tumorbench.models.inference import predict
+from tumorbench.models.runtime import compiled, configure_runtime, pick_device, prepare_model, resolved_precision
+from tumorbench.models.training import TrainConfig, make_optimizer, train_one_epoch
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "br35h"
 

@@ -2,9 +2,9 @@
 
 import json
 
-from tumorbench.errors import run_stage
-from tumorbench.params import load_params
-from tumorbench.report import aggregate
+from tumorbench.core.errors import run_stage
+from tumorbench.core.params import load_params
+from tumorbench.report.aggregate import aggregate
 
 
 def main() -> None:

@@ -1,11 +1,11 @@
-"""download@<dataset>: fetch and unpack a dataset into data/raw/<dataset>/ (see tumorbench.download)."""
+"""download@<dataset>: fetch and unpack a dataset into data/raw/<dataset>/ (see tumorbench.data.download)."""
 
 import sys
 
-from tumorbench.download import download
-from tumorbench.errors import run_stage
-from tumorbench.params import check_dataset_arg, load_params
-from tumorbench.variants import DOWNLOADS, raw_dir
+from tumorbench.core.errors import run_stage
+from tumorbench.core.params import check_dataset_arg, load_params
+from tumorbench.core.variants import DOWNLOADS, raw_dir
+from tumorbench.data.download import download
 
 
 def main(dataset: str) -> None:

@@ -6,13 +6,13 @@ duplicates: reports/duplicates/<dataset>.json and .png (the largest groups), dat
 
 import sys
 
-from tumorbench.data import DataError, read_index
-from tumorbench.duplicates import HASH_COLUMNS, audit, contact_sheet, hash_rows, image_hashes, loader_of
-from tumorbench.errors import run_stage
-from tumorbench.fileio import atomic_open, atomic_write_json, atomic_write_text, csv_text
-from tumorbench.parallel import parallel_map
-from tumorbench.params import check_dataset_arg, load_params
-from tumorbench.variants import duplicates_report, hashes_path, prepared_dir, raw_dir
+from tumorbench.core.errors import run_stage
+from tumorbench.core.fileio import atomic_open, atomic_write_json, atomic_write_text, csv_text
+from tumorbench.core.parallel import parallel_map
+from tumorbench.core.params import check_dataset_arg, load_params
+from tumorbench.core.variants import duplicates_report, hashes_path, prepared_dir, raw_dir
+from tumorbench.data.duplicates import HASH_COLUMNS, audit, contact_sheet, hash_rows, image_hashes, loader_of
+from tumorbench.data.prepared import DataError, read_index
 
 
 def main(dataset: str) -> None:

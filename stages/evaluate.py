@@ -2,10 +2,10 @@
 
 import sys
 
-from tumorbench.errors import run_stage
-from tumorbench.evaluation import evaluate_variant
-from tumorbench.params import load_params
-from tumorbench.variants import Variant
+from tumorbench.core.errors import run_stage
+from tumorbench.core.params import load_params
+from tumorbench.core.variants import Variant
+from tumorbench.models.evaluation import evaluate_variant
 
 
 def main(dataset: str, model_name: str, init: str, protocol: str = "paper") -> None:

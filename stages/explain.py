@@ -7,10 +7,10 @@ reports/explain/<variant>/*.png (overlays).
 
 import sys
 
-from tumorbench.errors import run_stage
-from tumorbench.explain import explain_variant
-from tumorbench.params import load_params
-from tumorbench.variants import Variant, explain_metrics
+from tumorbench.core.errors import run_stage
+from tumorbench.core.params import load_params
+from tumorbench.core.variants import Variant, explain_metrics
+from tumorbench.validity.explain import explain_variant
 
 
 def main(dataset: str, model_name: str, init: str) -> None:

@@ -9,14 +9,14 @@ import csv
 import json
 import sys
 
-from tumorbench.data import class_names_of, read_index
-from tumorbench.errors import run_stage
-from tumorbench.external import ExternalSet
-from tumorbench.fileio import atomic_directory, to_json
-from tumorbench.inference import load_checkpoint
-from tumorbench.params import ParamsError, load_params
-from tumorbench.runtime import configure_runtime, pick_device
-from tumorbench.variants import EXTERNAL, all_variants, grouped_variants, hashes_path, prepared_dir
+from tumorbench.core.errors import run_stage
+from tumorbench.core.fileio import atomic_directory, to_json
+from tumorbench.core.params import ParamsError, load_params
+from tumorbench.core.variants import EXTERNAL, all_variants, grouped_variants, hashes_path, prepared_dir
+from tumorbench.data.prepared import class_names_of, read_index
+from tumorbench.models.inference import load_checkpoint
+from tumorbench.models.runtime import configure_runtime, pick_device
+from tumorbench.validity.external import ExternalSet
 
 
 def main(name: str) -> None:

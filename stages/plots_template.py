@@ -4,10 +4,10 @@ The page `dvc plots show` renders into (.dvc/config plots.html_template), with t
 inlined from the installed vl-convert-python, so the plots draw without internet.
 """
 
-from tumorbench.errors import run_stage
-from tumorbench.figures import offline_plots_page
-from tumorbench.fileio import atomic_write_text
-from tumorbench.variants import PLOTS_TEMPLATE
+from tumorbench.core.errors import run_stage
+from tumorbench.core.fileio import atomic_write_text
+from tumorbench.core.variants import PLOTS_TEMPLATE
+from tumorbench.report.figures import offline_plots_page
 
 
 def main() -> None:

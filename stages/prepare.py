@@ -6,10 +6,10 @@ Decodes data/raw/<dataset>/ into data/prepared/<dataset>/ (images.npy, index.csv
 import sys
 import time
 
-from tumorbench.errors import run_stage
-from tumorbench.params import check_dataset_arg, load_params
-from tumorbench.prepare import prepare
-from tumorbench.variants import prepared_dir, raw_dir
+from tumorbench.core.errors import run_stage
+from tumorbench.core.params import check_dataset_arg, load_params
+from tumorbench.core.variants import prepared_dir, raw_dir
+from tumorbench.data.prepare import prepare
 
 
 def main(dataset: str) -> None:

@@ -8,11 +8,11 @@ grouped.group_by on one side, the duplicate groups read from reports/duplicates/
 import json
 import sys
 
-from tumorbench.data import read_index
-from tumorbench.errors import run_stage
-from tumorbench.params import ParamsError, check_dataset_arg, grouped_by, load_params
-from tumorbench.splits import leaks, make_split, write_split
-from tumorbench.variants import PROTOCOLS, duplicates_report, prepared_dir, split_path, stage_name
+from tumorbench.core.errors import run_stage
+from tumorbench.core.params import ParamsError, check_dataset_arg, grouped_by, load_params
+from tumorbench.core.variants import PROTOCOLS, duplicates_report, prepared_dir, split_path, stage_name
+from tumorbench.data.prepared import read_index
+from tumorbench.data.splits import leaks, make_split, write_split
 
 
 def main(dataset: str, protocol: str = "paper") -> None:

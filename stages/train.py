@@ -5,13 +5,13 @@ import time
 
 import torch
 
-from tumorbench.data import load_split_data
-from tumorbench.errors import run_stage
-from tumorbench.fileio import sha256_bytes
-from tumorbench.models import build_model
-from tumorbench.params import load_params
-from tumorbench.training import TrainConfig, fit
-from tumorbench.variants import Variant, input_hashes, train_params_hash
+from tumorbench.core.errors import run_stage
+from tumorbench.core.fileio import sha256_bytes
+from tumorbench.core.params import load_params
+from tumorbench.core.variants import Variant, input_hashes, train_params_hash
+from tumorbench.data.prepared import load_split_data
+from tumorbench.models.architectures import build_model
+from tumorbench.models.training import TrainConfig, fit
 
 
 def main(dataset: str, model_name: str, init: str, protocol: str = "paper") -> None:

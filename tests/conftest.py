@@ -28,7 +28,7 @@ def untrained_checkpoint(normalize: dict | None = None) -> dict:
     the point); normalize defaults to none (mean 0, std 1)."""
     import torch
 
-    from tumorbench.models import build_model
+    from tumorbench.models.architectures import build_model
 
     torch.manual_seed(0)
     model, _ = build_model("resnet18", 2, "scratch", 32)

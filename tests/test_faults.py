@@ -28,10 +28,10 @@ import pytest
 import torch
 from conftest import TINY, dvc, make_project, run, set_params
 
-from tumorbench.fileio import md5_file
-from tumorbench.params import load_params
-from tumorbench.prepare import prepare
-from tumorbench.training import TrainConfig, fit
+from tumorbench.core.fileio import md5_file
+from tumorbench.core.params import load_params
+from tumorbench.data.prepare import prepare
+from tumorbench.models.training import TrainConfig, fit
 
 pytestmark = pytest.mark.slow  # end-to-end DVC runs and training: minutes in all
 

@@ -16,16 +16,16 @@ import torchvision
 import yaml
 from conftest import TINY, dvc, make_project, set_params
 
-from tumorbench.data import read_index
-from tumorbench.fileio import md5_file
-from tumorbench.inference import predict
-from tumorbench.metrics import dataset_metrics
-from tumorbench.models import build_model, weights_path
-from tumorbench.params import load_params
-from tumorbench.prepare import prepare
-from tumorbench.runtime import resolved_precision
-from tumorbench.splits import make_split
-from tumorbench.training import TrainConfig, fit
+from tumorbench.core.fileio import md5_file
+from tumorbench.core.params import load_params
+from tumorbench.data.prepare import prepare
+from tumorbench.data.prepared import read_index
+from tumorbench.data.splits import make_split
+from tumorbench.models.architectures import build_model, weights_path
+from tumorbench.models.inference import predict
+from tumorbench.models.metrics import dataset_metrics
+from tumorbench.models.runtime import resolved_precision
+from tumorbench.models.training import TrainConfig, fit
 
 pytestmark = pytest.mark.slow  # end-to-end DVC runs and training: minutes in all
 

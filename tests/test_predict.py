@@ -16,7 +16,7 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from tumorbench import synthetic
+from tumorbench.data import synthetic
 from tumorbench.predict import dicom_to_uint8, read_input
 
 TUMORBENCH = str(Path(sys.executable).parent / "tumorbench")

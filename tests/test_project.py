@@ -5,7 +5,7 @@ from pathlib import Path
 
 import yaml
 
-from tumorbench.variants import (
+from tumorbench.core.variants import (
     CURVES,
     FIGURES,
     MODEL_CARDS,
@@ -71,19 +71,54 @@ def import_closure(script: Path) -> set[str]:
 
 def test_every_stage_depends_on_the_modules_its_script_imports_and_on_no_others():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    data_files = {"src/tumorbench/paper_results.csv"}  # read by the catalog for the report
+    data_files = {"src/tumorbench/core/paper_results.csv"}  # read by the catalog for the report
     for name, stage in stages.items():
         stage = stage.get("do", stage)  # a foreach stage defines its stages under do:
         script = stage["cmd"].split()[1]
         deps = {dep for dep in stage["deps"] if dep.startswith("src/")} - data_files
         assert script in stage["deps"], name
         # errors.py only words messages: editing it must not rerun the grid
-        assert deps == import_closure(ROOT / script) - {"src/tumorbench/errors.py"}, name
+        assert deps == import_closure(ROOT / script) - {"src/tumorbench/core/errors.py"}, name
 
 
-def test_the_package_init_defines_nothing():
-    tree = ast.parse((ROOT / "src/tumorbench/__init__.py").read_text())
-    assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in tree.body)
+PACKAGE = ROOT / "src/tumorbench"
+# Each subpackage may import those of a lower layer, never one of its own layer or above; report and
+# cluster share the top layer and do not import each other. The modules at the top (cli, predict) may
+# import everything.
+LAYERS = {"core": 0, "data": 1, "models": 2, "validity": 3, "report": 4, "cluster": 4}
+
+
+def subpackage_of(file: Path) -> str | None:
+    parts = file.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else None
+
+
+def test_every_package_init_is_a_docstring_that_defines_nothing():
+    inits = sorted(PACKAGE.glob("**/__init__.py"))
+    assert {init.parent.name for init in inits} == {"tumorbench", *LAYERS}
+    for init in inits:
+        tree = ast.parse(init.read_text())
+        assert ast.get_docstring(tree), init
+        assert all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in tree.body), init
+
+
+def test_the_package_top_level_has_at_most_ten_entries():
+    entries = [entry.name for entry in PACKAGE.iterdir() if entry.name != "__pycache__"]
+    assert len(entries) <= 10, sorted(entries)
+    assert {name for name in entries if (PACKAGE / name).is_dir()} == set(LAYERS)
+
+
+def test_no_module_imports_a_subpackage_of_its_own_layer_or_above():
+    wrong = []
+    for file in sorted(PACKAGE.glob("**/*.py")):
+        own = subpackage_of(file)
+        if own is None:
+            continue
+        for imported in project_imports(file):
+            other = subpackage_of(imported)
+            if other != own and (other is None or LAYERS[other] >= LAYERS[own]):
+                wrong.append(f"{file.relative_to(ROOT)} imports {imported.relative_to(ROOT)}")
+    assert wrong == []
 
 
 def test_resume_states_live_outside_every_declared_output():

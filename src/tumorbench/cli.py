@@ -14,11 +14,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from tumorbench.errors import UserError
+from tumorbench.core.errors import UserError
 
 
 def cmd_profile(args) -> int:
-    from tumorbench.profiles import apply_profile, profile_path
+    from tumorbench.core.profiles import apply_profile, profile_path
 
     profile = profile_path(args.name)
     changed = apply_profile(profile, Path(args.params))
@@ -27,8 +27,8 @@ def cmd_profile(args) -> int:
 
 
 def cmd_grid(args) -> int:
-    from tumorbench.grid import share
-    from tumorbench.params import load_params
+    from tumorbench.cluster.grid import share
+    from tumorbench.core.params import load_params
 
     if not 0 <= args.worker < args.workers:
         raise UserError(f"worker {args.worker} of {args.workers}: need 0 <= WORKER < WORKERS")
@@ -48,9 +48,9 @@ def cmd_predict(args) -> int:
 
 
 def cmd_slurm_submit(args) -> int:
-    from tumorbench.gitcheck import project_root
-    from tumorbench.slurm import submit
-    from tumorbench.slurm_scripts import load_options
+    from tumorbench.cluster.gitcheck import project_root
+    from tumorbench.cluster.slurm import submit
+    from tumorbench.cluster.slurm_scripts import load_options
 
     root = project_root(Path.cwd())
     options = load_options(root, args.config, sbatch_flags(args))
@@ -59,32 +59,32 @@ def cmd_slurm_submit(args) -> int:
 
 
 def cmd_slurm_status(args) -> int:
-    from tumorbench.gitcheck import project_root
-    from tumorbench.slurm import status
+    from tumorbench.cluster.gitcheck import project_root
+    from tumorbench.cluster.slurm import status
 
     print(status(project_root(Path.cwd()), args.job))
     return 0
 
 
 def cmd_slurm_resubmit(args) -> int:
-    from tumorbench.gitcheck import project_root
-    from tumorbench.slurm import resubmit
+    from tumorbench.cluster.gitcheck import project_root
+    from tumorbench.cluster.slurm import resubmit
 
     print(resubmit(project_root(Path.cwd()), args.job, args.dry_run, sbatch_flags(args)))
     return 0
 
 
 def cmd_slurm_finished(args) -> int:
-    from tumorbench.gitcheck import project_root
-    from tumorbench.slurm import aggregate_inputs
+    from tumorbench.cluster.gitcheck import project_root
+    from tumorbench.cluster.slurm import aggregate_inputs
 
     print(aggregate_inputs(project_root(Path.cwd()), args.missing))
     return 0
 
 
 def cmd_slurm_check_remote(args) -> int:
-    from tumorbench.gitcheck import project_root
-    from tumorbench.runcache import check_remote
+    from tumorbench.cluster.gitcheck import project_root
+    from tumorbench.cluster.runcache import check_remote
 
     print(check_remote(project_root(Path.cwd())))
     return 0

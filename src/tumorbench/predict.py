@@ -20,11 +20,11 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from tumorbench.catalog import INIT_NORMALIZATION
-from tumorbench.errors import UserError
-from tumorbench.inference import load_checkpoint, model_input, predict, trained_model
-from tumorbench.parallel import parallel_map
-from tumorbench.readers import error_text, mat_to_array, open_image, scale_to_uint8, square_array
+from tumorbench.core.catalog import INIT_NORMALIZATION
+from tumorbench.core.errors import UserError
+from tumorbench.core.parallel import parallel_map
+from tumorbench.data.readers import error_text, mat_to_array, open_image, scale_to_uint8, square_array
+from tumorbench.models.inference import load_checkpoint, model_input, predict, trained_model
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 DICOM_SUFFIXES = {".dcm", ".dicom"}
@@ -146,7 +146,7 @@ def run(
 ) -> int:
     """Predict every readable input; the CSV to `out` (or stdout). Returns the exit status: 0, or 1 when
     some file could not be read (it is reported on stderr and gets no row)."""
-    from tumorbench.runtime import configure_runtime, pick_device
+    from tumorbench.models.runtime import configure_runtime, pick_device
 
     checkpoint = load_checkpoint(model_path)
     normalize = normalization_of(checkpoint, model_path)
@@ -165,7 +165,7 @@ def run(
         for (item, _), p in zip(batch, probs):
             rows.append([str(item[0])] + [classes[int(p.argmax())]] + [f"{v:.6g}" for v in p])
         if cam_dir is not None:
-            from tumorbench.explain import cam_layer, grad_cam, overlay
+            from tumorbench.validity.explain import cam_layer, grad_cam, overlay
 
             layer, _ = cam_layer(checkpoint["model_name"], size)
             x = model_input(images, normalize["mean"], normalize["std"])
@@ -194,7 +194,7 @@ def run(
     if out is None:
         sys.stdout.write(text.getvalue())
     else:
-        from tumorbench.fileio import atomic_write_text
+        from tumorbench.core.fileio import atomic_write_text
 
         atomic_write_text(out, text.getvalue())
     for file, reason in failures:

@@ -1,0 +1,42 @@
+"""Share the variant grid among workers: each gets every N-th `evaluate@<variant>` of params.yaml's grid
+(datasets x models x inits, in that order), so the shares are disjoint and together cover the grid.
+`dvc repro` of an evaluate stage also runs its train stage and the data stages above it.
+See docs/SCALING.md.
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+from tumorbench.core.errors import UserError
+from tumorbench.core.variants import Variant, all_variants, grouped_variants
+
+
+class UnknownTargetError(UserError):
+    """A pattern that names no variant of the grid; the message lists the grid."""
+
+
+def grid_targets(params: dict) -> list[str]:
+    return [v.stage("evaluate") for v in all_variants(params)]
+
+
+def share(worker: int, workers: int, params: dict) -> list[str]:
+    return grid_targets(params)[worker::workers]
+
+
+def variant_targets(params: dict) -> dict[str, Variant]:
+    """Every variant that trains, by the stage that evaluates it: the paper's grid (`evaluate@<variant>`),
+    then the variants of the leakage table (`evaluate_grouped@<dataset>-<model>-<init>`)."""
+    return {v.stage("evaluate"): v for v in all_variants(params) + grouped_variants(params)}
+
+
+def select_targets(targets: list[str], patterns: list[str]) -> list[str]:
+    """The targets matching any of the shell-style patterns (as `dvc repro --glob` matches), in grid order."""
+    for pattern in patterns:
+        if not any(fnmatchcase(target, pattern) for target in targets):
+            listing = "\n  ".join(targets)
+            raise UnknownTargetError(
+                f"'{pattern}' matches no variant of params.yaml's grid (datasets x models x inits, and "
+                f"grouped.datasets x grouped.models x grouped.inits); the grid is:\n  {listing}"
+            )
+    return [target for target in targets if any(fnmatchcase(target, pattern) for pattern in patterns)]
