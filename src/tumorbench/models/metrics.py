@@ -6,7 +6,7 @@ Two ways of averaging are implemented on purpose:
   macro averages over all classes (what a paper's table should report);
 - `batch_mean_metrics`: sklearn's macro metrics computed per batch, then the
   plain mean over batches (what the paper's numbers suggest it did: see
-  audit.py).
+  validity/audit.py).
 
 All functions take integer labels 0..K-1 and softmax probabilities (N, K).
 """
