@@ -66,5 +66,5 @@ def main(dataset: str, model_name: str, init: str, protocol: str = "paper") -> N
 
 if __name__ == "__main__":
     if len(sys.argv) not in (4, 5):
-        sys.exit("usage: python stages/train.py <dataset> <model> <init> [grouped]")
+        sys.exit("usage: python stages/train.py <dataset> <model> <init> [grouped|cv<fold>]")
     run_stage(main)

@@ -10,6 +10,7 @@ import yaml
 
 from tumorbench.core.catalog import MODELS, load_paper_results
 from tumorbench.core.params import load_params
+from tumorbench.models.calibration import calibration_metrics
 from tumorbench.models.metrics import batch_mean_metrics, dataset_metrics
 from tumorbench.report.aggregate import COMPACT_WIDTH, ReportInputError, aggregate
 
@@ -42,6 +43,7 @@ def _write_variant(root, model, errors, epochs=3, sample_ids=None, dataset="br35
         for row in zip(sample_ids, y_true, y_pred, probs[:, 0], probs[:, 1]):
             writer.writerow(row)
     metrics = dataset_metrics(y_true, y_pred, probs, 2)
+    metrics.update(calibration_metrics(y_true, probs))
     metrics.update(
         batch=batch_mean_metrics(y_true, y_pred, probs, 32),
         best_epoch=epochs - 1,
@@ -251,6 +253,7 @@ def test_figures_are_png_files_the_readme_embeds_and_each_variant_has_a_model_ca
     assert names == [
         "confusion_br35h-scratch.png",
         "learning_rate.png",
+        "reliability_br35h-scratch.png",
         "roc_br35h-scratch.png",
         "val_loss_br35h-scratch.png",
     ]
@@ -264,6 +267,7 @@ def test_figures_are_png_files_the_readme_embeds_and_each_variant_has_a_model_ca
     assert "research only, not for diagnostic use" in card
     assert f"| accuracy | {ours['resnet18']['accuracy']:.4f} |" in card and "0.990833" in card
     assert "md5 `" + "resn" * 8 + "`" in card  # the checkpoint's hash
+    assert f"expected calibration error {ours['resnet18']['ece']:.4f} (15 bins)" in card
 
 
 def test_the_aggregate_stage_alone_names_the_missing_variants(tmp_path):
@@ -281,3 +285,87 @@ def test_the_aggregate_stage_alone_names_the_missing_variants(tmp_path):
     assert "br35h-resnet50-scratch. Their Slurm tasks failed" in readme[2]
     summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
     assert summary["missing_variants"] == ["br35h-resnet50-scratch"]
+
+
+# ------------------------------------------------------ cross-validation, comparisons, calibration
+
+FOLD_N = 60
+# errors per fold: resnet50 and resnet18 alike, efficientnet-b0 clearly worse in every fold
+FOLD_ERRORS = {"resnet50": [4, 3, 3, 4, 2], "resnet18": [3, 4, 2, 3, 4], "efficientnet-b0": [15, 17, 14, 16, 15]}
+
+
+def _write_fold(root, model, fold, errors, confidence=0.99):
+    """A fold's metrics and predictions, overconfident: every prediction at `confidence`."""
+    variant = f"br35h-{model}-scratch-cv{fold}"
+    y_true = np.arange(FOLD_N) % 2
+    y_pred = y_true.copy()
+    y_pred[:errors] = 1 - y_pred[:errors]
+    probs = np.where(np.eye(2)[y_pred] == 1, confidence, 1 - confidence)
+    with open(root / "plots" / "predictions" / f"{variant}.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["sample_id", "label", "pred", "prob_0", "prob_1"])
+        writer.writerows(zip([f"f{fold}-{i}" for i in range(FOLD_N)], y_true, y_pred, probs[:, 0], probs[:, 1]))
+    metrics = dataset_metrics(y_true, y_pred, probs, 2)
+    metrics.update(calibration_metrics(y_true, probs))
+    metrics.update(batch=batch_mean_metrics(y_true, y_pred, probs, 32), provenance={"split_md5": "e" * 32})
+    (root / "metrics" / f"{variant}.json").write_text(json.dumps(metrics))
+
+
+def _cv_project(root, skip=()):
+    models = list(FOLD_ERRORS)
+    for model in models:
+        _write_variant(root, model, ERRORS.get(model, [0, 1, 2]))
+        for fold, errors in enumerate(FOLD_ERRORS[model], start=1):
+            if (model, fold) not in skip:
+                _write_fold(root, model, fold, errors)
+    params = _params(models)
+    params["cv"].update(datasets=["br35h"], models=models, inits=["scratch"], folds=[1, 2, 3, 4, 5])
+    return params
+
+
+def test_cross_validated_scores_comparisons_and_temperature(tmp_path):
+    summary = aggregate(_cv_project(tmp_path), tmp_path)
+    assert set(summary["cv"]) == {f"br35h-{m}-scratch" for m in FOLD_ERRORS}
+    for model, errors in FOLD_ERRORS.items():
+        r = summary["cv"][f"br35h-{model}-scratch"]
+        accuracy = 1 - np.array(errors) / FOLD_N
+        assert r["folds"] == 5 and r["n"] == 5 * FOLD_N
+        assert r["fold_accuracy"] == pytest.approx(accuracy.tolist())
+        assert r["accuracy_mean"] == pytest.approx(accuracy.mean())
+        assert r["accuracy_sd"] == pytest.approx(accuracy.std(ddof=1))
+        assert r["accuracy_ci"][0] < r["accuracy_mean"] < r["accuracy_ci"][1]
+        assert r["pooled_accuracy"] == pytest.approx(1 - sum(errors) / (5 * FOLD_N))
+        assert r["pooled_accuracy_ci"][0] < r["pooled_accuracy"] < r["pooled_accuracy_ci"][1]
+        # 0.99 confident at 0.74-0.95 accuracy: temperatures above 1, fitted on the other folds, calibrate
+        assert all(t > 1 for t in r["temperatures"]) and r["ece_temperature_scaled"] < r["ece"] / 3
+    verdicts = {(c["a"], c["b"]): c["verdict"] for c in summary["comparisons"]}
+    assert verdicts == {
+        ("resnet50", "resnet18"): "not distinguishable",
+        ("resnet50", "efficientnet-b0"): "a better",
+        ("resnet18", "efficientnet-b0"): "a better",
+    }
+    assert all(c["p"] <= c["p_holm"] <= 1 and c["dataset"] == "br35h" for c in summary["comparisons"])
+    readme = (tmp_path / "reports" / "README.md").read_text()
+    assert "## Which rankings hold" in readme
+    assert "2 of 3 pairs differ" in readme and "1 are not distinguishable at 0.05 after Holm" in readme
+    assert "](figures/cv_br35h-scratch.png)" in readme
+    assert (tmp_path / "reports" / "figures" / "cv_br35h-scratch.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_variant_missing_a_fold_is_left_out_and_named(tmp_path):
+    summary = aggregate(_cv_project(tmp_path, skip={("resnet50", 3)}), tmp_path)
+    assert set(summary["cv"]) == {"br35h-resnet18-scratch", "br35h-efficientnet-b0-scratch"}
+    assert summary["missing_variants"] == ["br35h-resnet50-scratch-cv3"]
+    assert [(c["a"], c["b"]) for c in summary["comparisons"]] == [("resnet18", "efficientnet-b0")]
+
+
+def test_the_papers_ranking_is_tested_step_by_step(report):
+    _, _, summary = report
+    (ranking,) = summary["paper_rankings"]
+    paper = {r["model"]: float(r["accuracy"]) for r in load_paper_results() if r["table"] == "1"}
+    assert ranking["table"] == 1 and ranking["order"] == sorted(ERRORS, key=lambda m: -paper[m])
+    (step,) = ranking["steps"]
+    # 8 validation images efficientnet-b0 gets wrong and resnet18 right, none the other way: p = 2 / 2**8
+    assert step["p_value"] == pytest.approx(2 / 2**8) and step["p_holm"] == step["p_value"]
+    assert step["holds"] == (step["same_order"] and step["p_value"] < 0.05)
+    assert ranking["holds"] == step["holds"]

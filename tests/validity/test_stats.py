@@ -2,9 +2,10 @@ import time
 
 import numpy as np
 import pytest
+from scipy.stats import ttest_rel
 
 from tumorbench.models.metrics import dataset_metrics
-from tumorbench.validity.stats import bootstrap_ci, mcnemar_exact
+from tumorbench.validity.stats import bootstrap_ci, corrected_resampled_t_test, holm, mcnemar_exact, t_interval
 
 
 def _predictions(n, accuracy, num_classes, seed):
@@ -88,3 +89,36 @@ def test_bootstrap_of_1000_resamples_of_1200_images_is_fast():
     start = time.perf_counter()
     bootstrap_ci(y_true, y_pred, probs, 3, n_resamples=1000, seed=0)
     assert time.perf_counter() - start < 1.0
+
+
+def test_holm_known_answer():
+    # sorted 0.005 x4 = 0.02, 0.01 x3 = 0.03, 0.03 x2 = 0.06, 0.04 x1 = 0.04 -> kept monotone at 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_corrected_t_test_by_hand_and_wider_than_the_plain_one():
+    a = [0.90, 0.92, 0.88, 0.91, 0.89]
+    b = [0.85, 0.86, 0.86, 0.87, 0.84]
+    result = corrected_resampled_t_test(a, b, test_fraction=0.2)
+    # d = .05 .06 .02 .04 .05: mean .044, var 230e-6; (1/5 + .2/.8) * var = 103.5e-6
+    assert result["mean_diff"] == pytest.approx(0.044)
+    assert result["t"] == pytest.approx(0.044 / np.sqrt(103.5e-6))
+    plain = ttest_rel(a, b)
+    assert plain.statistic == pytest.approx(0.044 / np.sqrt(230e-6 / 5))
+    assert plain.pvalue < result["p"] < 0.05
+    assert corrected_resampled_t_test(b, a, 0.2)["p"] == pytest.approx(result["p"])
+
+
+def test_corrected_t_test_edge_cases():
+    assert corrected_resampled_t_test([0.9, 0.8], [0.9, 0.8], 0.5)["p"] == 1.0
+    assert corrected_resampled_t_test([1.0, 0.5], [0.5, 0.0], 0.5)["p"] == 0.0
+    with pytest.raises(ValueError, match="2 or more"):
+        corrected_resampled_t_test([0.9], [0.8], 0.2)
+
+
+def test_t_interval_known_answer():
+    result = t_interval([1.0, 2.0, 3.0])
+    # mean 2, sd 1, t(0.975, 2) = 4.302653
+    assert result["mean"] == 2.0 and result["sd"] == pytest.approx(1.0)
+    assert result["ci"] == pytest.approx([2 - 4.302653 / np.sqrt(3), 2 + 4.302653 / np.sqrt(3)], rel=1e-6)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from fnmatch import fnmatchcase
 
 from tumorbench.core.errors import UserError
-from tumorbench.core.variants import Variant, all_variants, grouped_variants
+from tumorbench.core.variants import Variant, all_variants, cv_variants, grouped_variants
 
 
 class UnknownTargetError(UserError):
@@ -26,8 +26,9 @@ def share(worker: int, workers: int, params: dict) -> list[str]:
 
 def variant_targets(params: dict) -> dict[str, Variant]:
     """Every variant that trains, by the stage that evaluates it: the paper's grid (`evaluate@<variant>`),
-    then the variants of the leakage table (`evaluate_grouped@<dataset>-<model>-<init>`)."""
-    return {v.stage("evaluate"): v for v in all_variants(params) + grouped_variants(params)}
+    the variants of the leakage table (`evaluate_grouped@<dataset>-<model>-<init>`), then the folds of the
+    cross-validation (`evaluate_cv@<dataset>-<model>-<init>-<fold>`)."""
+    return {v.stage("evaluate"): v for v in all_variants(params) + grouped_variants(params) + cv_variants(params)}
 
 
 def select_targets(targets: list[str], patterns: list[str]) -> list[str]:
@@ -36,7 +37,7 @@ def select_targets(targets: list[str], patterns: list[str]) -> list[str]:
         if not any(fnmatchcase(target, pattern) for target in targets):
             listing = "\n  ".join(targets)
             raise UnknownTargetError(
-                f"'{pattern}' matches no variant of params.yaml's grid (datasets x models x inits, and "
-                f"grouped.datasets x grouped.models x grouped.inits); the grid is:\n  {listing}"
+                f"'{pattern}' matches no variant of params.yaml's grid (datasets x models x inits, "
+                f"grouped.datasets x grouped.models x grouped.inits, and cv's folds); the grid is:\n  {listing}"
             )
     return [target for target in targets if any(fnmatchcase(target, pattern) for pattern in patterns)]

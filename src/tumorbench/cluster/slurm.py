@@ -255,9 +255,14 @@ def failure_reason(log: Path) -> str | None:
 
 
 def variant_name(target: str) -> str:
-    """evaluate@x -> x, evaluate_grouped@x -> x-grouped: the variant's name, as its resume folder is named."""
+    """evaluate@x -> x, evaluate_grouped@x -> x-grouped, evaluate_cv@x-3 -> x-cv3: the variant's name, as its
+    resume folder is named (the inverse of Variant.stage)."""
     stage, _, name = target.partition("@")
-    return f"{name}-grouped" if stage == "evaluate_grouped" else name
+    protocol = stage.removeprefix("evaluate").lstrip("_")
+    if protocol == "cv":
+        name, _, fold = name.rpartition("-")
+        return f"{name}-cv{fold}"
+    return f"{name}-{protocol}" if protocol else name
 
 
 def slurm_states(*jobs: str) -> tuple[dict[str, tuple[str, str]], str | None]:

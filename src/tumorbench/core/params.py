@@ -138,6 +138,7 @@ def validate(params: dict, root: Path = Path(".")) -> dict:
         _fail("split.group_by", group_by, f"one of {list(GROUP_BY)}")
     _check_duplicates_and_grouped(params)
     _check_explain(params)
+    _check_cv(params)
     _check_external(params, root)
     _check_number(params, "train.epochs", int, low=1, text="an integer >= 1")
     _check_number(params, "train.batch_size", int, low=1, text="an integer >= 1")
@@ -196,15 +197,29 @@ def _check_duplicates_and_grouped(params: dict) -> None:
     missing = [d for d in params["datasets"] if d not in per_dataset]
     if missing:
         _fail("grouped.group_by", group_by, f"a value for every dataset of datasets (missing: {missing})")
-    lists = (("grouped.datasets", params["datasets"]), ("grouped.models", MODELS), ("grouped.inits", INITS))
+    _check_grid_lists(params, "grouped")
+
+
+def _check_grid_lists(params: dict, section: str) -> None:
+    """<section>.datasets, .models and .inits: lists without repeats drawn from datasets, the catalog's
+    models and inits."""
+    lists = ((f"{section}.datasets", params["datasets"]), (f"{section}.models", MODELS), (f"{section}.inits", INITS))
     for key, allowed in lists:
         values = _get(params, key)
         if not isinstance(values, list) or any(v not in allowed for v in values) or len(set(values)) != len(values):
             source, fix = list(allowed), ""
-            if key == "grouped.datasets":  # datasets changed alone, as with dvc exp run -S datasets=[...]
+            if key == f"{section}.datasets":  # datasets changed alone, as with dvc exp run -S datasets=[...]
                 kept = [d for d in dict.fromkeys(values) if d in allowed] if isinstance(values, list) else []
-                source, fix = f"datasets {list(allowed)}", f", e.g. -S 'grouped.datasets=[{','.join(kept)}]'"
+                source, fix = f"datasets {list(allowed)}", f", e.g. -S '{key}=[{','.join(kept)}]'"
             _fail(key, values, f"a list (empty for none) without repeats drawn from {source}{fix}")
+
+
+def _check_cv(params: dict) -> None:
+    folds = _get(params, "cv.folds")
+    if not (isinstance(folds, list) and len(folds) >= 2 and folds == list(range(1, len(folds) + 1))):
+        _fail("cv.folds", folds, "the fold numbers 1..k for k >= 2, e.g. [1, 2, 3, 4, 5]")
+    _check_number(params, "cv.seed", int, text="an integer")
+    _check_grid_lists(params, "cv")
 
 
 def _check_explain(params: dict) -> None:

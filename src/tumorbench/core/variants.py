@@ -14,7 +14,7 @@ from tumorbench.core.params import params_hash, select, train_param_keys
 
 RAW = Path("data/raw")  # data/raw/<dataset>/: the extracted download
 PREPARED = Path("data/prepared")  # data/prepared/<dataset>/: images.npy, index.csv, report.json
-SPLITS = Path("data/splits")  # data/splits/<dataset>.json, <dataset>-grouped.json
+SPLITS = Path("data/splits")  # data/splits/<dataset>.json, <dataset>-grouped.json, <dataset>-cv.json
 HASHES = Path("data/hashes")  # data/hashes/<dataset>.csv: every sample's file, pixel and perceptual hashes
 DOWNLOADS = Path(".cache/downloads")  # partial and finished downloads, outside every output
 # Per-variant resume states, outside every output (DVC deletes declared outputs before a stage runs).
@@ -30,7 +30,9 @@ PLOTS_TEMPLATE = Path("plots/offline_template.html")  # .dvc/config names it as 
 CURVES = Path("plots/curves")  # lr.csv, and val_loss/<dataset>-<init>.csv
 SUMMARY = REPORTS / "summary.json"
 EXTERNAL = Path("metrics/external")  # <name>/<variant>.json and .csv
-PROTOCOLS = ("paper", "grouped")  # the split a variant trains on
+# The split a variant trains on: the paper's, the grouped one, or fold k of the cross-validation, whose
+# protocol is "cv<k>" (the variant <dataset>-<model>-<init>-cv<k>, the stage train_cv@<...>-<k>).
+PROTOCOLS = ("paper", "grouped", "cv")
 
 
 def raw_dir(dataset: str) -> Path:
@@ -41,8 +43,18 @@ def prepared_dir(dataset: str) -> Path:
     return PREPARED / dataset
 
 
+def cv_fold(protocol: str) -> tuple[str, int | None]:
+    """(the split protocol, the fold): ("cv", 3) for "cv3", ("grouped", None) for "grouped"."""
+    if protocol.startswith("cv") and protocol[2:].isdigit() and int(protocol[2:]) >= 1:
+        return "cv", int(protocol[2:])
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: one of paper, grouped, cv<fold> (cv1, cv2, ...)")
+    return protocol, None
+
+
 def split_path(dataset: str, protocol: str = "paper") -> Path:
-    return SPLITS / f"{dataset}{protocol_suffix(protocol)}.json"
+    """The split file; every fold of the cross-validation reads the one <dataset>-cv.json."""
+    return SPLITS / f"{dataset}{protocol_suffix(cv_fold(protocol)[0])}.json"
 
 
 def hashes_path(dataset: str) -> Path:
@@ -54,8 +66,10 @@ def duplicates_report(dataset: str) -> Path:
 
 
 def stage_name(stage: str, protocol: str, item: str) -> str:
-    """dvc.yaml's name of a stage run: split@br35h, split_grouped@br35h, evaluate_grouped@br35h-resnet18-scratch."""
-    return f"{stage}{'' if protocol == 'paper' else '_' + protocol}@{item}"
+    """dvc.yaml's name of a stage run: split@br35h, split_grouped@br35h, evaluate_grouped@br35h-resnet18-scratch,
+    train_cv@figshare-resnet18-scratch-3 (protocol cv3: the matrix's fold axis comes last)."""
+    base, fold = cv_fold(protocol)
+    return f"{stage}{'' if base == 'paper' else '_' + base}@{item}{'' if fold is None else f'-{fold}'}"
 
 
 def protocol_suffix(protocol: str) -> str:
@@ -69,7 +83,7 @@ class Variant:
     dataset: str
     model: str
     init: str
-    protocol: str = "paper"  # the split it trains on: the paper's, or "grouped" (grouped.group_by)
+    protocol: str = "paper"  # the split it trains on: the paper's, "grouped" (grouped.group_by) or "cv<k>"
 
     @property
     def name(self) -> str:
@@ -77,7 +91,7 @@ class Variant:
 
     def stage(self, stage: str) -> str:
         """dvc.yaml's name of this variant's run of a stage: evaluate@br35h-resnet18-scratch,
-        evaluate_grouped@br35h-resnet18-scratch."""
+        evaluate_grouped@br35h-resnet18-scratch, evaluate_cv@br35h-resnet18-scratch-2."""
         return stage_name(stage, self.protocol, f"{self.dataset}-{self.model}-{self.init}")
 
     @property
@@ -128,6 +142,18 @@ def grouped_variants(params: dict) -> list[Variant]:
     grouped = params["grouped"]
     return [
         Variant(d, m, i, "grouped") for d in grouped["datasets"] for m in grouped["models"] for i in grouped["inits"]
+    ]
+
+
+def cv_variants(params: dict) -> list[Variant]:
+    """Every fold's variant of the cross-validation: cv.datasets x cv.models x cv.inits x cv.folds."""
+    cv = params["cv"]
+    return [
+        Variant(d, m, i, f"cv{k}")
+        for d in cv["datasets"]
+        for m in cv["models"]
+        for i in cv["inits"]
+        for k in cv["folds"]
     ]
 
 

@@ -3,7 +3,7 @@
 Outputs in out_dir (data/prepared/<dataset>/), each written atomically, none
 when the data fails the checks:
     images.npy   uint8 (N, 3, S, S), row i = index.csv row i
-    index.csv    sample_id,label,label_name,patient_id,source_path,sha256
+    index.csv    sample_id,label,label_name,patient_id,source_path,sha256,cv_fold
     masks.npz    masks uint8 (N, S, S), 1 = tumour, and has_mask bool (N,): the dataset's own
                  tumour outlines (figshare's), resized as the images are
     report.json  counts per class, unreadable files, duplicate groups, ...
@@ -32,7 +32,7 @@ from tumorbench.data.readers import (
     read_samples,
 )
 
-INDEX_COLUMNS = ["sample_id", "label", "label_name", "patient_id", "source_path", "sha256"]
+INDEX_COLUMNS = ["sample_id", "label", "label_name", "patient_id", "source_path", "sha256", "cv_fold"]
 SHOWN_UNREADABLE = 10
 
 

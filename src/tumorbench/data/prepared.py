@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from tumorbench.core.errors import UserError
-from tumorbench.core.variants import prepared_dir, split_path, stage_name
+from tumorbench.core.variants import cv_fold, prepared_dir, split_path, stage_name
 
 
 class DataError(UserError, ValueError):
@@ -64,10 +64,19 @@ def class_names_of(rows: list[dict]) -> list[str]:
     return [names.get(i, str(i)) for i in range(max(names) + 1)]
 
 
+def fold_parts(cv: dict, fold: int, where: Path) -> dict:
+    """{"train", "val"} of fold k (1-based) of a cross-validation file: fold k validates, the others train."""
+    folds = cv["folds"]
+    if not 1 <= fold <= len(folds):
+        raise DataError(f"{where} has folds 1..{len(folds)}, not {fold}; set cv.folds to match, or rerun split_cv")
+    train = [s for k, members in enumerate(folds, 1) if k != fold for s in members]
+    return {"train": train, "val": list(folds[fold - 1])}
+
+
 def load_split_data(dataset: str, root: Path = Path("."), protocol: str = "paper") -> SplitData:
     prepared = root / prepared_dir(dataset)
     split_file = root / split_path(dataset, protocol)
-    split_stage = stage_name("split", protocol, dataset)
+    split_stage = stage_name("split", cv_fold(protocol)[0], dataset)
     for path in (prepared / "images.npy", prepared / "index.csv", split_file):
         if not path.exists():
             raise DataError(f"{path} is missing: run `dvc repro {split_stage}` first")
@@ -79,6 +88,9 @@ def load_split_data(dataset: str, root: Path = Path("."), protocol: str = "paper
             f"rerun `dvc repro -f -s prepare@{dataset}`"
         )
     split = json.loads(split_file.read_text())
+    fold = cv_fold(protocol)[1]
+    if fold is not None:
+        split = fold_parts(split, fold, split_file)
     position = {r["sample_id"]: i for i, r in enumerate(rows)}
     missing = [s for s in split["train"] + split["val"] if s not in position]
     if missing:

@@ -30,6 +30,8 @@ A sample record is a plain dict (picklable, so worker processes can take it):
     error        "" normally; the reason when the reader could not even read
                  the sample's label (a broken .mat): prepare reports those as
                  unreadable
+    cv_fold      the author's cross-validation fold ("1".."5") where the tree holds
+                 a `cvind.mat` (figshare: entry i is the fold of slice i + 1), else ""
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from tumorbench.core.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MASK_FOLDER_NAMES = ("mask", "masks")
+CVIND_NAME = "cvind.mat"  # the author's cross-validation folds, beside the slices
 FIGSHARE_CLASSES = list(PAPER_DATASETS["figshare"].classes)  # codes 1, 2, 3 in the .mat files
 BR35H_CLASSES = list(PAPER_DATASETS["br35h"].classes)
 LAYOUTS_EXPECTED = (
@@ -110,6 +113,7 @@ def _record(
         loader=loader,
         mask_path=str(path) if loader == "mat" else "",
         error=error,
+        cv_fold="",
     )
 
 
@@ -133,10 +137,7 @@ def _sorted(records: list[dict]) -> list[dict]:
 
 def _mat_files(tree) -> list[Path]:
     return [
-        folder / f
-        for folder, _, files in tree
-        for f in files
-        if f.lower().endswith(".mat") and f.lower() != "cvind.mat"
+        folder / f for folder, _, files in tree for f in files if f.lower().endswith(".mat") and f.lower() != CVIND_NAME
     ]
 
 
@@ -395,6 +396,52 @@ def _check_root(root: Path) -> None:
         raise ReaderError(f"{root} is not a folder: run the download stage first (dvc repro download@<dataset>)")
 
 
+def find_cvind(tree) -> Path | None:
+    found = [folder / f for folder, _, files in tree for f in files if f.lower() == CVIND_NAME]
+    return found[0] if found else None
+
+
+def read_cvind(path: Path) -> np.ndarray:
+    """The fold (int, 1-based) of every slice, in slice order, from the variable `cvind` of a MATLAB
+    v7.3 (HDF5) or older .mat file."""
+    try:
+        with h5py.File(path, "r") as f:
+            values = np.asarray(f["cvind"][()]).ravel()
+    except (OSError, KeyError):
+        from scipy.io import loadmat
+
+        try:
+            values = np.asarray(loadmat(path)["cvind"]).ravel()
+        except Exception as e:
+            raise ReaderError(f"{path}: not a readable cvind.mat with a variable `cvind` ({error_text(e)})") from e
+    if values.size == 0 or not np.all(values == np.round(values)) or values.min() < 1:
+        raise ReaderError(f"{path}: `cvind` must hold fold numbers 1, 2, ...; re-download the dataset")
+    return values.astype(np.int64)
+
+
+def attach_cv_folds(records: list[dict], cvind_path: Path) -> None:
+    """Set each record's cv_fold from cvind.mat, whose entry i is the fold of the sample with id i + 1."""
+    folds = read_cvind(cvind_path)
+    records = [r for r in records if not r["error"]]  # a broken file is reported unreadable, not folded
+    ids = [r["sample_id"] for r in records]
+    if not ids:
+        return
+    bad = [s for s in ids if not s.isdigit() or int(s) < 1]
+    if bad:
+        raise ReaderError(
+            f"{cvind_path}: the folds are indexed by slice number, but sample ids such as {bad[0]!r} are not "
+            "numbers; remove cvind.mat from this dataset, or name its files <slice number>.<ext>"
+        )
+    last = max(int(s) for s in ids)
+    if folds.size < last:  # more entries than slices is a sample of the dataset, which folds fine
+        raise ReaderError(
+            f"{cvind_path}: {folds.size} folds, but the slices run to {last}: this cvind.mat belongs to another "
+            "version of the dataset; download it again, or remove cvind.mat to get stratified group folds instead"
+        )
+    for record in records:
+        record["cv_fold"] = str(int(folds[int(record["sample_id"]) - 1]))
+
+
 def read_samples(root: str | os.PathLike) -> tuple[list[dict], list[str], str]:
     """(records sorted by sample_id in natural order, class_names ordered by label, reader name)."""
     root = Path(root).resolve()
@@ -407,6 +454,9 @@ def read_samples(root: str | os.PathLike) -> tuple[list[dict], list[str], str]:
     records, class_names = read(root, tree)
     if not records:
         raise ReaderError(f"{root}: the {name} layout was found but it holds no image files; {LAYOUTS_EXPECTED}")
+    cvind = find_cvind(tree)
+    if cvind is not None:
+        attach_cv_folds(records, cvind)
     return records, class_names, name
 
 

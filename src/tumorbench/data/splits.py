@@ -190,16 +190,7 @@ def make_split(
     """
     index_csv, images_npy = Path(index_csv), Path(images_npy)
     dataset = dataset or index_csv.parent.name
-    for path in (index_csv, images_npy):
-        if not path.exists():
-            raise SplitError(f"{path} is missing: run the prepare stage first (dvc repro prepare@{dataset})")
-    rows = read_index(index_csv)  # a DataError, reported like a SplitError, for an unusable index
-    n_images = np.load(images_npy, mmap_mode="r").shape[0]
-    if n_images != len(rows):
-        raise SplitError(
-            f"{index_csv} has {len(rows)} rows but {images_npy} has {n_images} images; "
-            f"rerun the prepare stage for {dataset}"
-        )
+    rows = _check_inputs(index_csv, images_npy, dataset)
     if not 0 < val_fraction < 1:
         raise SplitError(f"split.val_fraction = {val_fraction} must be in (0, 1)")
     rng = np.random.default_rng(seed)
@@ -277,3 +268,106 @@ def leaks(split: dict, rows: list[dict], duplicate_groups: list[list[str]]) -> d
 def write_split(split: dict, path: str | os.PathLike) -> None:
     """Write a split as canonical JSON (atomically), e.g. to data/splits/<dataset>.json."""
     fileio.atomic_write_json(path, split)
+
+
+def _check_inputs(index_csv: Path, images_npy: Path, dataset: str) -> list[dict]:
+    for path in (index_csv, images_npy):
+        if not path.exists():
+            raise SplitError(f"{path} is missing: run the prepare stage first (dvc repro prepare@{dataset})")
+    rows = read_index(index_csv)  # a DataError, reported like a SplitError, for an unusable index
+    n_images = np.load(images_npy, mmap_mode="r").shape[0]
+    if n_images != len(rows):
+        raise SplitError(
+            f"{index_csv} has {len(rows)} rows but {images_npy} has {n_images} images; "
+            f"rerun the prepare stage for {dataset}"
+        )
+    return rows
+
+
+def make_cv_folds(
+    index_csv: str | os.PathLike,
+    images_npy: str | os.PathLike,
+    folds: int,
+    seed: int,
+    group_by: str,
+    dataset: str | None = None,
+    duplicates: dict | None = None,
+) -> dict:
+    """The k-fold cross-validation of one prepared dataset (data/splits/<dataset>-cv.json).
+
+    Where prepare found the author's folds (index.csv's cv_fold, from figshare's cvind.mat) they are
+    used as they are, and `folds` must equal their number. Otherwise scikit-learn's
+    StratifiedGroupKFold(folds, shuffle, seed) over the groups of `group_by` (as make_split groups:
+    none, patient, duplicates, patient+duplicates), so no group spans two folds. Either way every
+    fold's training part (the other folds) must hold every class.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    index_csv, images_npy = Path(index_csv), Path(images_npy)
+    dataset = dataset or index_csv.parent.name
+    rows = _check_inputs(index_csv, images_npy, dataset)
+    ids = [r["sample_id"] for r in rows]
+    labels = np.array([int(r["label"]) for r in rows])
+    names = class_names_of(rows)
+    group_of, applied = {s: s for s in ids}, "none"
+    if group_by in GROUP_BY:
+        near = duplicates["near"] if duplicates else None
+        group_of, applied = group_key_of(rows, group_by, near, f"{dataset} ({index_csv})")
+        if applied.startswith("none"):
+            group_of = {s: s for s in ids}
+    elif group_by != "none":
+        raise SplitError(f"group_by = {group_by!r}; allowed: none, {', '.join(GROUP_BY)}")
+
+    given = [r.get("cv_fold", "") for r in rows]
+    if any(given):
+        source = "cvind.mat"
+        fold_of = np.array([int(f) for f in given])
+        defined = int(fold_of.max())
+        if folds != defined:
+            raise SplitError(
+                f"{dataset}: cv.folds has {folds} folds, but the dataset's cvind.mat defines {defined}; "
+                f"set cv.folds to {list(range(1, defined + 1))}"
+            )
+    else:
+        source = "StratifiedGroupKFold"
+        n_groups = len(set(group_of.values()))
+        if not 2 <= folds <= n_groups:
+            raise SplitError(
+                f"{dataset}: cv.folds has {folds} folds but there are {n_groups} groups ({applied}); "
+                f"use 2 to {n_groups} folds"
+            )
+        keys = sorted(set(group_of.values()), key=natural_key)
+        position = {key: k for k, key in enumerate(keys)}
+        group_index = np.array([position[group_of[s]] for s in ids])
+        fold_of = np.zeros(len(ids), dtype=int)
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        for k, (_, val) in enumerate(splitter.split(np.zeros(len(ids)), labels, group_index), 1):
+            fold_of[val] = k
+
+    members = [[s for s, f in zip(ids, fold_of) if f == k] for k in range(1, folds + 1)]
+    counts = [
+        {name: int(np.sum((fold_of == k) & (labels == c))) for c, name in enumerate(names)} for k in range(1, folds + 1)
+    ]
+    for k in range(1, folds + 1):
+        missing = [name for c, name in enumerate(names) if not np.any((fold_of != k) & (labels == c))]
+        if missing or not members[k - 1]:
+            raise SplitError(
+                f"{dataset}: fold {k} of {folds} ({source}) leaves "
+                + (f"no {missing} sample to train on" if missing else "nothing to validate")
+                + "; use fewer folds (cv.folds)"
+            )
+    folds_of_group: dict[str, set[int]] = {}
+    for s, f in zip(ids, fold_of):
+        folds_of_group.setdefault(group_of[s], set()).add(int(f))
+    return {
+        "folds": members,
+        "counts": counts,
+        "source": source,
+        "params": {"folds": folds, "seed": seed, "group_by": group_by},
+        "group_by_applied": applied,
+        "groups": {
+            "count": len(folds_of_group),
+            "crossing": sum(1 for g in folds_of_group.values() if len(g) > 1),
+        },
+        "prepared_md5": {"images.npy": fileio.md5_file(images_npy), "index.csv": fileio.md5_file(index_csv)},
+    }

@@ -11,6 +11,7 @@ import torch
 from tumorbench.core.fileio import atomic_write_json, atomic_write_text, md5_file
 from tumorbench.core.variants import Variant, input_hashes, train_params_hash
 from tumorbench.data.prepared import load_split_data
+from tumorbench.models.calibration import calibration_metrics
 from tumorbench.models.inference import load_checkpoint, predict, trained_model
 from tumorbench.models.metrics import batch_mean_metrics, dataset_metrics, roc_auc_per_class, roc_points
 from tumorbench.models.runtime import configure_runtime, pick_device, resolved_precision
@@ -40,10 +41,12 @@ def roc_csvs(rows: list[dict]) -> dict[str, str]:
 
 
 def validation_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[str], batch_size: int) -> dict:
-    """Dataset-level scores, the per-batch means (batches of `batch_size`, in order) and per-class AUCs."""
+    """Dataset-level scores, calibration (ece, brier, nll), the per-batch means (batches of
+    `batch_size`, in order) and per-class AUCs."""
     preds = probs.argmax(1)
     k = len(class_names)
     metrics = dataset_metrics(labels, preds, probs, k)
+    metrics.update(calibration_metrics(labels, probs))
     metrics["batch"] = batch_mean_metrics(labels, preds, probs, batch_size)
     metrics["auc"] = roc_auc_per_class(labels, probs, k, class_names)
     return metrics

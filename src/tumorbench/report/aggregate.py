@@ -48,12 +48,14 @@ from tumorbench.core.variants import (
     TABLES_DIR,
     Variant,
     all_variants,
+    cv_variants,
     explain_dir,
     grouped_variants,
 )
 from tumorbench.models.metrics import METRICS
 from tumorbench.report import figures
 from tumorbench.report.cards import INTENDED_USE, model_card
+from tumorbench.report.rankings import rankings_section
 from tumorbench.report.results import ReportInputError, read_dvclive_series, read_metrics, read_predictions
 from tumorbench.report.validity import validity_section
 from tumorbench.validity.audit import audit_rows
@@ -547,6 +549,8 @@ def write_figures(tables: list[dict], params: dict, root: Path) -> list[tuple[st
         figures.validation_loss(curves, f"{title} ({figure})", path(f"val_loss_{table['name']}", f"{title}: {figure}"))
         figures.confusion_matrices(found, names, title, path(f"confusion_{table['name']}", f"{title}: confusion"))
         figures.roc_curves(found, names, title, path(f"roc_{table['name']}", f"{title}: ROC curves"))
+        reliability = path(f"reliability_{table['name']}", f"{title}: reliability")
+        figures.reliability_diagram(found, f"{title}: reliability", reliability)
     if lr:
         figures.learning_rate(lr, path("learning_rate", "Learning rate per epoch (Fig. 7)"))
     for dataset in params["datasets"]:
@@ -582,6 +586,7 @@ def aggregate(params: dict, root: Path = Path(".")) -> dict:
         atomic_write_text(root / TABLES_DIR / f"{table['name']}.csv", table_csv(table))
     audit_text, audit = audit_section(tables, params["train"]["batch_size"])
     validity_text, validity = validity_section(params, root)
+    rankings_text, rankings = rankings_section(params, tables, root)
     made = write_figures(tables, params, root)
     figures_text = "## Figures\n\n" + "\n\n".join(f"![{caption}]({path})" for caption, path in made) + "\n"
     cards = write_model_cards(tables, params, validity, root)
@@ -590,11 +595,13 @@ def aggregate(params: dict, root: Path = Path(".")) -> dict:
         f"split with hashes, training, metrics, where the model looks, validity, and the intended use: "
         f"{INTENDED_USE}.\n"
     )
-    missing = [v.name for v in all_variants(params) + grouped_variants(params) if not (root / v.metrics).exists()]
-    readme = readme_text(tables, audit_text, "\n".join([validity_text, figures_text, cards_text]), missing)
+    expected = all_variants(params) + grouped_variants(params) + cv_variants(params)
+    missing = [v.name for v in expected if not (root / v.metrics).exists()]
+    sections = "\n".join([validity_text, rankings_text, figures_text, cards_text])
+    readme = readme_text(tables, audit_text, sections, missing)
     atomic_write_text(root / REPORTS / "README.md", readme)
     write_curves(tables, root)
-    result = {**summary(tables, audit), "validity": validity}
+    result = {**summary(tables, audit), "validity": validity, **rankings}
     if missing:
         result["missing_variants"] = missing
     atomic_write_json(root / SUMMARY, result)

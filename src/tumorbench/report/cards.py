@@ -70,6 +70,13 @@ def model_card(row: dict, table: dict, params: dict, validity: dict, root: Path)
         low, high = row["ci"][name]
         paper = row["paper"][name] if row["paper"] else "—"
         lines.append(f"| {TITLES[name]} | {metrics[name]:.4f} | [{low:.4f}, {high:.4f}] | {paper} |")
+    if "ece" in metrics:
+        lines += [
+            "",
+            f"Calibration: expected calibration error {metrics['ece']:.4f} (15 bins), Brier score "
+            f"{metrics['brier']:.4f}, NLL {metrics['nll']:.4f}; the reliability diagram of its table is in "
+            f"`reports/figures/`.",
+        ]
     lines += ["", "## Where it looks (Grad-CAM)", ""]
     explained = _read(root / explain_metrics(variant))
     if explained and explained["scored"]:

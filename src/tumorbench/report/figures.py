@@ -5,6 +5,8 @@ reports/figures/val_loss_<table>.png           Figures 8-9: one chart per table,
 reports/figures/confusion_<table>.png          a confusion matrix per model run
 reports/figures/roc_<table>.png                ROC curves (binary: the positive class; else one-vs-rest)
 reports/figures/gradcam_<dataset>.png          Grad-CAM overlays of each variant (reports/explain/)
+reports/figures/reliability_<table>.png        reliability diagrams: accuracy against confidence per model
+reports/figures/cv_<dataset>-<init>.png        cross-validated accuracy per fold and its t-interval, per model
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from PIL import Image  # noqa: E402
 
 from tumorbench.core.catalog import MODELS  # noqa: E402
 from tumorbench.core.fileio import atomic_write_bytes  # noqa: E402
+from tumorbench.models.calibration import expected_calibration_error, reliability_bins  # noqa: E402
 from tumorbench.models.metrics import confusion, roc_curve  # noqa: E402
 
 
@@ -49,6 +52,50 @@ def validation_loss(curves: dict[str, dict[int, float]], title: str, path: Path)
         axes.plot(epochs, [loss[e] for e in epochs], label=MODELS.get(model, model), color=colours(k % 20))
     axes.set(xlabel="epoch", ylabel="validation loss", title=title)
     axes.legend(fontsize=7, ncol=2)
+    _save(figure, path)
+
+
+def reliability_diagram(predictions: dict[str, dict], title: str, path: Path) -> None:
+    """predictions: model -> {"label", "probs"}; a line per model of accuracy against mean confidence
+    in 15 equal-width confidence bins (empty bins left out), the diagonal a calibrated model."""
+    figure, axes = plt.subplots(figsize=(5, 5))
+    colours = plt.get_cmap("tab20")
+    axes.plot([0, 1], [0, 1], color="grey", linestyle=":", label="calibrated")
+    for k, (model, found) in enumerate(predictions.items()):
+        bins = [b for b in reliability_bins(found["label"], found["probs"]) if b["count"]]
+        ece = expected_calibration_error(found["label"], found["probs"])
+        axes.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            markersize=3,
+            color=colours(k % 20),
+            label=f"{MODELS.get(model, model)} (ECE {ece:.3f})",
+        )
+    axes.set(xlabel="confidence (top class)", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1), title=title)
+    axes.legend(fontsize=7)
+    _save(figure, path)
+
+
+def cv_scores(results: dict[str, dict], title: str, path: Path) -> None:
+    """results: model title -> summary.json's cv entry; each fold's accuracy as a dot, the mean and its
+    95% t-interval as a bar."""
+    figure, axes = plt.subplots(figsize=(max(4, 1.2 * len(results) + 2), 4))
+    for x, r in enumerate(results.values()):
+        folds = r["fold_accuracy"]
+        axes.scatter([x] * len(folds), folds, color="tab:blue", s=12, zorder=3)
+        low, high = r["accuracy_ci"]
+        axes.errorbar(
+            x,
+            r["accuracy_mean"],
+            yerr=[[r["accuracy_mean"] - low], [high - r["accuracy_mean"]]],
+            color="black",
+            capsize=6,
+            marker="_",
+            markersize=20,
+        )
+    axes.set_xticks(range(len(results)), list(results), rotation=20)
+    axes.set(ylabel="validation accuracy per fold", title=f"{title}: {len(folds)} folds, mean and 95% t-interval")
     _save(figure, path)
 
 

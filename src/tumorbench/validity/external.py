@@ -22,6 +22,7 @@ from tumorbench.core.parallel import parallel_map
 from tumorbench.data.duplicates import audit, hash_rows, image_hashes, near_pairs, phash_matrix
 from tumorbench.data.prepare import decode_file
 from tumorbench.data.readers import ReaderError, read_samples
+from tumorbench.models.calibration import calibration_metrics
 from tumorbench.models.inference import predict, trained_model
 from tumorbench.models.metrics import dataset_metrics
 from tumorbench.validity.stats import bootstrap_ci
@@ -83,11 +84,13 @@ def match(external_rows: list[dict], dataset_rows: list[dict], threshold: int, f
 
 
 def scores(labels: np.ndarray, probs: np.ndarray, num_classes: int, bootstrap: int, seed: int) -> dict:
-    """n, accuracy, macro F1/precision/recall and loss, each with its 95% bootstrap interval."""
+    """n, accuracy, macro F1/precision/recall and loss, each with its 95% bootstrap interval, and the
+    calibration (ece, brier, nll)."""
     if len(labels) == 0:
         return {"n": 0}
     preds = probs.argmax(1)
     out = {"n": int(len(labels)), **dataset_metrics(labels, preds, probs, num_classes)}
+    out.update(calibration_metrics(labels, probs))
     out["ci"] = bootstrap_ci(labels, preds, probs, num_classes, n_resamples=bootstrap, seed=seed)
     return out
 

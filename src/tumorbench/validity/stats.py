@@ -2,13 +2,18 @@
 
 - `bootstrap_ci`: percentile confidence intervals of every metric, resampling
   validation images with replacement;
-- `mcnemar_exact`: exact McNemar test of two models on the same images.
+- `mcnemar_exact`: exact McNemar test of two models on the same images;
+- `t_interval`: mean, sd and the 95% t-interval of per-fold scores;
+- `corrected_resampled_t_test`: two models over the same cross-validation folds, with Nadeau and
+  Bengio's (2003) variance correction for the overlap of the folds' training sets;
+- `holm`: Holm's step-down adjustment of a family of p-values.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from scipy.stats import binom
+from scipy.stats import t as student_t
 
 from tumorbench.models.metrics import METRICS, as_labels, macro_scores, sample_losses
 
@@ -107,3 +112,50 @@ def mcnemar_exact(correct_a, correct_b) -> dict:
     c = int(np.sum(~correct_a & correct_b))
     p_value = 1.0 if b + c == 0 else min(1.0, 2 * float(binom.cdf(min(b, c), b + c, 0.5)))
     return {"b": b, "c": c, "p_value": p_value}
+
+
+def t_interval(values, confidence: float = 0.95) -> dict:
+    """Mean, sample sd and the two-sided t-interval of the mean of a few per-fold values."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.ndim != 1 or values.size < 2:
+        raise ValueError(f"a t-interval needs 2 or more values, got {values.size}")
+    mean, sd = float(values.mean()), float(values.std(ddof=1))
+    half = float(student_t.ppf(0.5 + confidence / 2, values.size - 1)) * sd / np.sqrt(values.size)
+    return {"mean": mean, "sd": sd, "ci": [mean - half, mean + half]}
+
+
+def corrected_resampled_t_test(scores_a, scores_b, test_fraction: float) -> dict:
+    """Two-sided corrected resampled t-test of per-fold scores of two models on the same folds.
+
+    With d_j the per-fold differences (a - b) over k folds, the plain paired t-test's variance
+    sd^2 / k ignores that the folds' training sets overlap and is over-confident; Nadeau and Bengio
+    (2003) replace 1/k by 1/k + n_test/n_train, which for k-fold cross-validation is
+    1/k + 1/(k - 1): t = mean(d) / sqrt((1/k + n_test/n_train) sd^2), k - 1 degrees of freedom.
+    All differences equal: p = 1 when they are 0, else 0.
+    """
+    a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size < 2:
+        raise ValueError(f"need two equal-length lists of 2 or more per-fold scores, got {a.shape} and {b.shape}")
+    if not 0 < test_fraction < 1:
+        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
+    diff = a - b
+    k, mean, var = diff.size, float(diff.mean()), float(diff.var(ddof=1))
+    ratio = test_fraction / (1 - test_fraction)
+    if var == 0:
+        return {"mean_diff": mean, "t": float("inf") if mean else 0.0, "p": 0.0 if mean else 1.0}
+    statistic = mean / np.sqrt((1 / k + ratio) * var)
+    p = 2 * float(student_t.sf(abs(statistic), k - 1))
+    return {"mean_diff": mean, "t": float(statistic), "p": p}
+
+
+def holm(p_values) -> list[float]:
+    """Holm's adjusted p-values, in the order given: the i-th smallest times (m - i), kept monotone
+    and capped at 1. Rejecting where the adjusted p < alpha controls the family-wise error at alpha."""
+    p = np.asarray(p_values, dtype=np.float64)
+    order = np.argsort(p, kind="stable")
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, index in enumerate(order):
+        running = max(running, min(1.0, (p.size - rank) * p[index]))
+        adjusted[index] = running
+    return adjusted.tolist()
