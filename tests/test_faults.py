@@ -240,6 +240,38 @@ def test_killed_mid_epoch_resumes_to_identical_checkpoint(upstream, reference, t
     killed_training_resumes(upstream, reference, tmp_path, mid_epoch=True)
 
 
+CV_VARIANT = "br35h-resnet18-scratch-cv1"
+CV_TARGET = "train_cv@br35h-resnet18-scratch-1"  # fold 1 of 2: 20 training images, three steps an epoch
+
+
+@pytest.fixture(scope="module")
+def cv_upstream(tmp_path_factory) -> Path:
+    project = make_project(
+        tmp_path_factory.mktemp("faults") / "cv-upstream", **FAULT, cv__datasets=["br35h"], cv__folds=[1, 2]
+    )
+    dvc("repro", "split_cv@br35h", cwd=project)
+    return project
+
+
+def test_killed_fold_training_resumes_to_identical_checkpoint(cv_upstream, tmp_path):
+    reference = copy_project(cv_upstream, tmp_path / "reference")
+    dvc("repro", CV_TARGET, cwd=reference)
+    project = copy_project(cv_upstream, tmp_path / "project")
+    slow_optimizer_steps(project, seconds=0.5)
+    state = project / ".cache" / "resume" / CV_VARIANT / "state.pt"
+    repro = Background(project, CV_TARGET)
+    repro.wait_for(state.exists, "the fold's resume state after its first epoch")
+    repro.kill()
+    epoch = torch.load(state, weights_only=True)["epoch"]
+    assert 1 <= epoch < EPOCHS and not (project / "models" / f"{CV_VARIANT}.pt").exists()
+
+    result = dvc("repro", CV_TARGET, cwd=project)
+    assert f"resume: continuing from epoch {epoch} of {EPOCHS}" in result.stdout + result.stderr
+    checkpoint = f"models/{CV_VARIANT}.pt"
+    assert md5_file(project / checkpoint) == md5_file(reference / checkpoint)
+    assert not state.parent.exists()
+
+
 def touch_evaluate_code(project: Path) -> None:
     """A harmless edit to evaluate's code: evaluate@ must rerun, train@ stays done."""
     with open(project / "stages" / "evaluate.py", "a") as f:

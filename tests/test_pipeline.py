@@ -57,6 +57,7 @@ def tiny_project(tmp_path_factory, torch_home) -> Path:
     validity = {
         "grouped__datasets": ["br35h", "figshare"],
         "grouped__models": ["resnet18"],
+        "cv__datasets": ["br35h", "figshare"],  # 5 folds each: figshare's from its cvind.mat
         "external": yaml.safe_load(EMBEDDED_EXTERNAL),
     }
     project = make_project(
@@ -109,6 +110,30 @@ def test_the_validity_stages_write_duplicates_a_grouped_split_the_leakage_table_
     for part in ("### Duplicates", "### Leakage", "### External test sets", "**Act on it:**"):
         assert part in validity
     assert "| br35h ResNet-18 scratch |" in validity and "| generated | br35h-resnet18-scratch |" in validity
+
+
+def test_cross_validation_trains_every_fold_and_the_summary_scores_them(tiny_project):
+    index = read_index(tiny_project / "data" / "prepared" / "figshare" / "index.csv")
+    folds = json.loads((tiny_project / "data" / "splits" / "figshare-cv.json").read_text())
+    assert folds["source"] == "cvind.mat"
+    cv_fold = {row["sample_id"]: int(row["cv_fold"]) for row in index}
+    for k, members in enumerate(folds["folds"], 1):
+        assert members and {cv_fold[sample] for sample in members} == {k}
+    br35h = json.loads((tiny_project / "data" / "splits" / "br35h-cv.json").read_text())
+    assert br35h["groups"]["crossing"] == 0 and len(br35h["folds"]) == 5
+    for dataset in ("br35h", "figshare"):
+        for k in range(1, 6):
+            metrics = json.loads((tiny_project / "metrics" / f"{dataset}-resnet18-scratch-cv{k}.json").read_text())
+            assert METRIC_KEYS | {"ece", "brier", "nll"} <= set(metrics)
+            assert 0 <= metrics["ece"] <= 1 and metrics["nll"] > 0
+    summary = json.loads((tiny_project / "reports" / "summary.json").read_text())
+    assert set(summary["cv"]) == {"br35h-resnet18-scratch", "figshare-resnet18-scratch"}
+    for scores in summary["cv"].values():
+        assert scores["folds"] == 5 and len(scores["fold_accuracy"]) == 5
+        assert scores["accuracy_ci"][0] <= scores["accuracy_mean"] <= scores["accuracy_ci"][1]
+    assert summary["comparisons"] == []  # one model cross-validated: no pair to compare
+    readme = (tiny_project / "reports" / "README.md").read_text()
+    assert "## Which rankings hold" in readme
 
 
 def test_a_new_duplicates_threshold_reruns_the_validity_stages_but_not_the_papers_grid(tiny_project, tmp_path):

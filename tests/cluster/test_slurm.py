@@ -25,6 +25,7 @@ from slurm_cluster import slurm_cluster, unavailable
 from tumorbench.cli import main
 from tumorbench.cluster.grid import variant_targets
 from tumorbench.cluster.runcache import layout
+from tumorbench.cluster.slurm import variant_name
 from tumorbench.core.params import load_params
 
 TRAINING_LINE = re.compile(r"(\S+): best epoch \d+ val loss")  # what stages/train.py prints after training
@@ -192,6 +193,19 @@ def test_the_pipeline_splits_at_training_into_data_variant_and_final_stages(tmp_
     assert pipeline.final == ["external@generated", "aggregate"]  # after several variants' training, in order
     assert {"download@br35h", "prepare@figshare", "duplicates@br35h", "split_grouped@figshare"} <= set(pipeline.data)
     assert not [stage for stage in pipeline.data if stage.startswith(("train", "evaluate", "explain"))]
+
+
+def test_cross_validation_folds_are_variants_of_the_grid(tmp_path):
+    project = make_project(tmp_path / "cv", cv__datasets=["br35h"], cv__folds=[1, 2])
+    grid = variant_targets(load_params(project / "params.yaml"))
+    folds = [target for target in grid if target.startswith("evaluate_cv@")]
+    assert folds == ["evaluate_cv@br35h-resnet18-scratch-1", "evaluate_cv@br35h-resnet18-scratch-2"]
+    assert [variant_name(target) for target in folds] == ["br35h-resnet18-scratch-cv1", "br35h-resnet18-scratch-cv2"]
+    assert [grid[target].name for target in folds] == ["br35h-resnet18-scratch-cv1", "br35h-resnet18-scratch-cv2"]
+    assert variant_name("evaluate_grouped@br35h-resnet18-scratch") == "br35h-resnet18-scratch-grouped"
+    pipeline = layout(project, list(grid))
+    assert pipeline.variants[folds[0]] == [folds[0]]
+    assert "split_cv@br35h" in pipeline.data
 
 
 # ------------------------------------------------------------------ on a real Slurm cluster

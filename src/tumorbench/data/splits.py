@@ -8,6 +8,10 @@ default_rng(seed) shuffle picks them. With group_by
 "patient", whole patients are assigned instead (no patient on both sides),
 class by class, greedily towards the same per-class targets.
 
+Cross-validation folds (make_cv_folds, the split_cv stage): a dataset whose
+index carries cv_fold (figshare's cvind.mat) gets exactly those folds; any
+other gets stratified group k-fold over group_by's groups.
+
 The same index.csv and params give a byte-identical split file.
 """
 
