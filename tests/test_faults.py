@@ -525,5 +525,5 @@ def test_every_stage_reports_a_user_error_in_one_line_naming_the_stage(tmp_path)
     usage = stage_script(project, "train.py br35h resnet18")
     assert (
         usage.returncode == 1
-        and usage.stderr.strip() == "usage: python stages/train.py <dataset> <model> <init> [grouped]"
+        and usage.stderr.strip() == "usage: python stages/train.py <dataset> <model> <init> [grouped|cv<fold>]"
     )

@@ -156,7 +156,14 @@ def test_provenance_hashes_equal_the_ones_dvc_lock_records(tiny_project, torch_h
         provenance = json.loads(metrics_file.read_text())["provenance"]
         assert provenance["prepared_images_md5"] == lock[f"data/prepared/{dataset}/images.npy"]
         assert provenance["prepared_index_md5"] == lock[f"data/prepared/{dataset}/index.csv"]
-        split = f"{dataset}-grouped" if variant.endswith("-grouped") else dataset  # the split it trained on
+        protocol = variant.rsplit("-", 1)[1]  # the split it trained on; every cv fold reads the one -cv file
+        split = (
+            f"{dataset}-cv"
+            if re.fullmatch(r"cv\d+", protocol)
+            else f"{dataset}-grouped"
+            if protocol == "grouped"
+            else dataset
+        )
         assert provenance["split_md5"] == lock[f"data/splits/{split}.json"]
         assert provenance["checkpoint_md5"] == lock[f"models/{variant}.pt"]
         if variant.endswith("imagenet"):
@@ -246,6 +253,8 @@ def test_experiment_with_more_epochs_shows_in_metrics_diff(tiny_project, torch_h
         "grouped.datasets=[br35h]",
         "-S",
         "inits=[scratch]",
+        "-S",
+        "cv.datasets=[]",
         cwd=tiny_project,
         env={"TORCH_HOME": str(torch_home)},
     )

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +20,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from tumorbench.data import synthetic
-from tumorbench.predict import dicom_to_uint8, read_input
+from tumorbench.predict import PredictError, dicom_to_uint8, read_input
+from tumorbench.predict import run as run_predict
 
 TUMORBENCH = str(Path(sys.executable).parent / "tumorbench")
 
@@ -139,3 +143,95 @@ def test_bad_calls_are_clear_errors(checkpoint, tmp_path):
     foreign = predict("--model", tmp_path / "other.pt", tmp_path / "empty")
     assert foreign.returncode == 1 and "is not a tumorbench checkpoint" in foreign.stderr
     assert "Traceback" not in nothing.stderr + empty.stderr + foreign.stderr
+
+
+def test_a_killed_predict_resumes_and_skips_the_rows_it_wrote(shared_data, checkpoint, tmp_path, capsys):
+    """The state a kill leaves (whole rows flushed batch by batch into <out>.part, the last one cut in
+    half): --resume predicts only the rest, and the CSV ends byte for byte as an uninterrupted run's."""
+    scans = shared_data / "br35h" / "pred"
+    assert run_predict(checkpoint, [scans], tmp_path / "full.csv", batch_size=8) == 0
+    full = (tmp_path / "full.csv").read_bytes()
+    meta = json.loads((tmp_path / "full.csv.json").read_text())
+    assert meta["complete"] is True and meta["rows"] == 60
+    assert not (tmp_path / "full.csv.part").exists() and not (tmp_path / "full.csv.part.json").exists()
+    lines = full.splitlines(keepends=True)
+    killed = tmp_path / "killed.csv"
+    (tmp_path / "killed.csv.part").write_bytes(b"".join(lines[:25]) + lines[25][:10])  # header, 24 rows, a cut
+    (tmp_path / "killed.csv.part.json").write_text(json.dumps({**meta, "complete": False}))
+    capsys.readouterr()
+
+    assert run_predict(checkpoint, [scans], killed, batch_size=8, resume=True) == 0
+    assert "predicted 36 images -> " + str(killed) + " (24 already there, skipped)" in capsys.readouterr().err
+    assert killed.read_bytes() == full
+    assert json.loads((tmp_path / "killed.csv.json").read_text())["complete"] is True
+    assert not (tmp_path / "killed.csv.part").exists() and not (tmp_path / "killed.csv.part.json").exists()
+
+
+def test_a_failed_predict_leaves_the_previous_csv_as_it_was(shared_data, checkpoint, tmp_path):
+    """The rows go to <out>.part until the run has finished: a run that fails half way (here its overlay
+    folder is a file) does not leave a half CSV where the finished one was."""
+    scans = shared_data / "br35h" / "pred"
+    out = tmp_path / "p.csv"
+    assert run_predict(checkpoint, [scans / "pred0.jpg"], out) == 0
+    before, before_meta = out.read_bytes(), (tmp_path / "p.csv.json").read_bytes()
+    (tmp_path / "not-a-folder").write_text("")
+    with pytest.raises(OSError):
+        run_predict(checkpoint, [scans], out, cam_dir=tmp_path / "not-a-folder", batch_size=8)
+    assert out.read_bytes() == before and (tmp_path / "p.csv.json").read_bytes() == before_meta
+    assert (tmp_path / "p.csv.part").read_text().startswith("path,predicted,prob_")
+
+
+def test_resume_of_a_finished_csv_adds_only_the_new_inputs(shared_data, checkpoint, tmp_path, capsys):
+    scans = shared_data / "br35h" / "pred"
+    out = tmp_path / "p.csv"
+    assert run_predict(checkpoint, [scans / "pred0.jpg"], out) == 0
+    first = out.read_bytes()
+    capsys.readouterr()
+    assert run_predict(checkpoint, [scans], out, batch_size=8, resume=True) == 0
+    assert "predicted 59 images -> " + str(out) + " (1 already there, skipped)" in capsys.readouterr().err
+    assert out.read_bytes().startswith(first) and out.read_bytes().count(b"\n") == 61
+    assert json.loads((tmp_path / "p.csv.json").read_text())["rows"] == 60
+
+    assert run_predict(checkpoint, [shared_data / "br35h" / "no" / "No12.jpg"], out, resume=True) == 0
+    assert "none of its 60 rows is one of the inputs given now" in capsys.readouterr().err
+    assert out.read_bytes().count(b"\n") == 62
+
+
+def test_resume_refuses_a_csv_it_did_not_write_and_leaves_it_untouched(shared_data, checkpoint, tmp_path):
+    scans = shared_data / "br35h" / "pred"
+    foreign = tmp_path / "foreign.csv"
+    foreign.write_text("id,score\n1,0.5\n")
+    with pytest.raises(PredictError, match="foreign.csv.json is missing or unreadable, so it is not a CSV"):
+        run_predict(checkpoint, [scans], foreign, resume=True)
+    assert foreign.read_text() == "id,score\n1,0.5\n"
+
+    assert run_predict(checkpoint, [scans / "pred0.jpg"], tmp_path / "p.csv") == 0
+    before = (tmp_path / "p.csv").read_bytes()
+    other = tmp_path / "other.pt"
+    torch.save({**untrained_checkpoint(), "class_names": ["no", "yes"], "epoch": 1}, other)
+    with pytest.raises(PredictError, match=r"holds predictions of .*br35h-resnet18-scratch.pt \(md5 [0-9a-f]{32}\)"):
+        run_predict(other, [scans], tmp_path / "p.csv", resume=True)
+    assert (tmp_path / "p.csv").read_bytes() == before
+    with pytest.raises(PredictError, match="--resume needs --out"):
+        run_predict(checkpoint, [scans], None, resume=True)
+
+
+@pytest.mark.slow  # three runs of the command over 1,500 real images
+def test_predict_killed_for_real_resumes_to_the_uninterrupted_csv(shared_data, checkpoint, tmp_path):
+    scans = shared_data / "br35h" / "yes"
+    assert predict("--model", checkpoint, scans, "--out", tmp_path / "full.csv").returncode == 0
+    out, part = tmp_path / "killed.csv", tmp_path / "killed.csv.part"
+    process = subprocess.Popen([TUMORBENCH, "predict", "--model", str(checkpoint), str(scans), "--out", str(out)])
+    deadline = time.time() + 120
+    while not (part.exists() and part.read_bytes().count(b"\n") > 200) and time.time() < deadline:
+        assert process.poll() is None, "predict ended before the test could kill it"
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = part.read_bytes().count(b"\n") - 1
+    assert 200 <= written < 1500 and not out.exists()  # no half CSV under the name a reader uses
+
+    resumed = predict("--model", checkpoint, scans, "--out", out, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"({written} already there, skipped)" in resumed.stderr
+    assert out.read_bytes() == (tmp_path / "full.csv").read_bytes()

@@ -44,7 +44,7 @@ def cmd_grid(args) -> int:
 def cmd_predict(args) -> int:
     from tumorbench.predict import run
 
-    return run(args.model, args.paths, args.out, args.cam, args.batch_size, args.device)
+    return run(args.model, args.paths, args.out, args.cam, args.batch_size, args.device, args.resume)
 
 
 def cmd_slurm_submit(args) -> int:
@@ -201,8 +201,18 @@ def parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--model", type=Path, required=True, help="a checkpoint: models/<variant>.pt")
     predict.add_argument("paths", type=Path, nargs="*", metavar="PATH", help="files, or folders read recursively")
-    predict.add_argument("--out", type=Path, help="the CSV path,predicted,prob_<class>... (default: stdout)")
+    predict.add_argument(
+        "--out",
+        type=Path,
+        help="the CSV path,predicted,prob_<class>..., written as it goes (default: stdout); <out>.json says "
+        "which model wrote it and whether it is complete",
+    )
     predict.add_argument("--cam", type=Path, metavar="DIR", help="also write a Grad-CAM overlay per image here")
+    predict.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a killed run: skip the inputs whose row --out already holds (same model only)",
+    )
     predict.add_argument("--batch-size", type=int, default=64)
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     predict.set_defaults(run=cmd_predict)
