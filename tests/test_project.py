@@ -1,6 +1,7 @@
 """The project's set-up promises: README commands, CI and dvc.yaml agree with the code."""
 
 import ast
+import re
 from pathlib import Path
 
 import yaml
@@ -130,8 +131,6 @@ def test_resume_states_live_outside_every_declared_output():
 
 def test_the_docs_name_only_tests_and_files_that_exist():
     """README and docs/ cite tests as proof (docs/RELIABILITY.md's scenario table): each must still exist."""
-    import re
-
     missing = []
     for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
         for path, name in re.findall(r"(tests/[\w/]+\.py)(?:::(\w+))?", doc.read_text()):

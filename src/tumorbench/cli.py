@@ -91,17 +91,26 @@ def cmd_slurm_check_remote(args) -> int:
 
 
 def sbatch_flags(args) -> dict:
-    names = ("partition", "account", "gpus", "cpus", "mem", "time", "max_running", "sbatch", "setup")
+    names = ("partition", "account", "gpus", "cpus", "mem", "time", "signal_before", "max_running", "sbatch", "setup")
     return {name: getattr(args, name) for name in names}
 
 
 def add_sbatch_flags(parser: argparse.ArgumentParser) -> None:
+    from tumorbench.cluster.slurm_scripts import DEFAULT_SIGNAL_BEFORE
+
     parser.add_argument("--partition")
     parser.add_argument("--account")
     parser.add_argument("--gpus", type=int, help="GPUs per task (--gres=gpu:N); Slurm runs a task per GPU")
     parser.add_argument("--cpus", type=int, help="CPUs per task and for the aggregate (--cpus-per-task)")
     parser.add_argument("--mem", help="memory per task and for the aggregate, e.g. 32G")
     parser.add_argument("--time", help="time limit per task and for the aggregate, e.g. 12:00:00")
+    parser.add_argument(
+        "--signal-before",
+        type=int,
+        metavar="SECONDS",
+        help="Slurm signals a task this long before its time limit; its training saves and it requeues itself "
+        f"(default {DEFAULT_SIGNAL_BEFORE})",
+    )
     parser.add_argument("--max-running", type=int, metavar="N", help="at most N tasks at once (the array's %%N)")
     parser.add_argument(
         "--sbatch",

@@ -11,6 +11,7 @@ each cached stage's outputs on demand.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -185,3 +186,49 @@ def test_grid_shares_are_disjoint_dvc_targets_covering_the_grid(tmp_path):
     assert sorted(len(s) for s in shares) == [2, 2, 2, 3, 3]
     empty = run([tumorbench, "grid", "12", "13"], cwd=project, check=False)
     assert empty.returncode == 1 and not empty.stdout  # never an empty target list: that would run everything
+
+
+def remote_files(remote: Path) -> tuple[list[Path], list[Path]]:
+    """(files under their final, content-addressed names; DVC's partial-upload files `.<token>.tmp`)."""
+    files = [p for p in (remote / "files" / "md5").rglob("*") if p.is_file()] if remote.exists() else []
+    return [p for p in files if not p.name.endswith(".tmp")], [p for p in files if p.name.endswith(".tmp")]
+
+
+def test_a_killed_push_leaves_only_whole_files_on_the_remote_and_the_next_push_completes(tmp_path):
+    """What a task killed during `dvc push --run-cache` (node down, time limit) leaves behind: every file
+    under its final name on the remote is whole (its md5 is its name), the folder's listing (.dir) is not
+    there before all its files, `dvc status -c` says what is missing, and the next push sends only that."""
+    project = tmp_path / "project"
+    project.mkdir()
+    run(["git", "init", "-q"], cwd=project)
+    dvc("init", "-q", cwd=project)
+    remote = tmp_path / "remote"
+    dvc("remote", "add", "-d", "shared", str(remote), cwd=project)
+    scans = project / "scans"
+    scans.mkdir()
+    for k in range(300):  # 300 files of 512 KiB: a push of a few seconds, killed in its first half
+        (scans / f"{k:03}.bin").write_bytes(os.urandom(512 * 1024))
+    dvc("add", "scans", cwd=project)
+
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    push = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dvc"), "push", "-j", "2"], cwd=project, env=env, stdout=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while len(remote_files(remote)[0]) < 20 and push.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    push.kill()
+    push.wait()
+    whole, partial = remote_files(remote)
+    assert 20 <= len(whole) < 301, f"the push was not killed part-way: {len(whole)} files on the remote"
+    for path in whole:
+        assert hashlib.md5(path.read_bytes()).hexdigest() == path.parent.name + path.name.removesuffix(".dir"), path
+    assert not [p for p in whole if p.name.endswith(".dir")]  # the listing is pushed after its files
+    status = output(dvc("status", "-c", cwd=project, check=False))
+    assert "new:" in status and "scans" in status and "in sync" not in status, status
+
+    dvc("push", cwd=project)
+    whole, _ = remote_files(remote)
+    assert len(whole) == 301  # 300 files and the listing
+    assert all(hashlib.md5(p.read_bytes()).hexdigest() == p.parent.name + p.name.removesuffix(".dir") for p in whole)
+    assert "in sync" in output(dvc("status", "-c", cwd=project)), partial

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import TINY, dvc, make_project, run
 from slurm_cluster import slurm_cluster, unavailable
@@ -403,3 +404,90 @@ def test_remote_unreachable_from_a_task_fails_it_with_the_reason(cluster, tmp_pa
     # afterok with --kill-on-invalid-dep: the failed task cancels the aggregate, which never runs
     assert re.search(rf"{aggregate_job} +CANCELLED \(DependencyNeverSatisfied\)", status), status
     assert not (project / ".slurm" / "logs" / f"{array_job}_aggregate.log").exists()
+
+
+# A task of about 90 s on two cores (a training of 50 s): long enough to be requeued mid-epoch, taken down
+# with its node, and to outlast a one-minute time limit.
+LONG_TRAINING = {
+    **TINY,
+    "datasets": ["br35h"],
+    "data__image_size": 64,
+    "data__synthetic__br35h_per_class": 80,
+    "train__batch_size": 4,
+    "train__epochs": 40,
+}
+RESUMED = re.compile(r"resume: continuing from epoch (\d+) of 40, at batch (\d+) of \d+")
+
+
+def saved_epoch(state: Path) -> int:
+    """The epochs a resume state has finished (-1 while there is none or it is being replaced)."""
+    try:
+        return torch.load(state, weights_only=True)["epoch"]
+    except (OSError, RuntimeError, EOFError, KeyError):
+        return -1
+
+
+def assert_same_results(user: User, project: Path, reference: Path) -> None:
+    """The workspace, assembled from the DVC remote (nothing runs), has the reference's metrics and checkpoint."""
+    assembled = user("dvc", "repro", "--pull", "evaluate@br35h-resnet18-scratch")
+    assert "Running stage" not in assembled, assembled
+    for path in ("metrics/br35h-resnet18-scratch.json", "models/br35h-resnet18-scratch.pt"):
+        assert (project / path).read_bytes() == (reference / path).read_bytes(), path
+    assert "in sync" in user("dvc", "status", "-c", "evaluate@br35h-resnet18-scratch")
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_requeue_node_down_and_time_limit_need_no_user_and_change_no_result(cluster, tmp_path):
+    """Slurm's own interruptions, each as a cluster does them: `scontrol requeue` mid-epoch, the node set
+    down and back up, and (another submission) a time limit shorter than the training. Each task restarts
+    by itself, resumes mid-epoch, and ends with the metrics and checkpoint of an uninterrupted run."""
+    timings = {}
+    start = time.monotonic()
+    reference = make_project(tmp_path / "reference", **LONG_TRAINING)
+    dvc("repro", "evaluate@br35h-resnet18-scratch", cwd=reference)
+    timings["local dvc repro of the variant"] = time.monotonic() - start
+
+    # 1 and 3: requeued mid-epoch, then its node set down while it runs again
+    start = time.monotonic()
+    project = workspace_with_remotes(tmp_path / "requeue", **LONG_TRAINING)
+    user = User(cluster, project, tmp_path / "scratch-requeue")
+    array_job, aggregate_job = submitted(user("tumorbench", "slurm", "submit", "--glob", "evaluate@br35h-*"))
+    task = f"{array_job}_0"
+    state = project / ".slurm" / "resume" / "br35h-resnet18-scratch" / "state.pt"
+    wait_until(lambda: saved_epoch(state) >= 1, "an epoch saved", poll=0.01)
+    user("scontrol", "requeue", task)
+    wait_until(lambda: len(RESUMED.findall(log(project, task))) == 1, "the requeued task resuming", timeout=120)
+    requeued_at = saved_epoch(state)
+    node = user("sinfo", "-h", "-N", "-o", "%N").split()[0]
+    wait_until(lambda: saved_epoch(state) > requeued_at, "an epoch after the requeue", poll=0.01)
+    user("scontrol", "update", f"nodename={node}", "state=down", "reason=pytest")
+    wait_until(lambda: user.states(array_job).get(task) != "RUNNING", "the task off its node", timeout=60)
+    # the node back, as after a reboot (the test cluster's ReturnToService=2 may have done so already)
+    user("scontrol", "update", f"nodename={node}", "state=resume", check=False)
+    user.wait(array_job, aggregate_job, timeout=600)
+    timings["requeued, then node down and up"] = time.monotonic() - start
+    task_log = log(project, task)
+    resumed = [(int(epoch), int(batch)) for epoch, batch in RESUMED.findall(task_log)]
+    assert len(resumed) == 2 and all(batch > 1 for _, batch in resumed), task_log  # mid-epoch, twice
+    assert task_log.count("stopped by SIGTERM after batch") == 2, task_log
+    assert "requeued 2 times:" in task_log and "resubmit" not in task_log
+    assert user.states(array_job).get(task, "COMPLETED") == "COMPLETED"
+    assert_same_results(user, project, reference)
+
+    # 2: a one-minute time limit. Slurm checks time limits every 30 s and sends --signal up to 30 s early
+    # on top: with 5 s asked for, the signal comes 5 to 35 s before the limit, and the task requeues itself
+    start = time.monotonic()
+    project = workspace_with_remotes(tmp_path / "time-limit", **LONG_TRAINING)
+    user = User(cluster, project, tmp_path / "scratch-time-limit")
+    out = user("tumorbench", "slurm", "submit", "--glob", "evaluate@br35h-*", "--time", "1", "--signal-before", "5")
+    array_job, aggregate_job = submitted(out)
+    task = f"{array_job}_0"
+    assert "#SBATCH --signal=B:USR1@5" in (project / ".slurm" / "jobs" / array_job / "task.sh").read_text()
+    user.wait(array_job, aggregate_job, timeout=900)
+    timings["one-minute time limit"] = time.monotonic() - start
+    task_log = log(project, task)
+    assert "stopped by SIGTERM after batch" in task_log and "stopped before the time limit: requeueing" in task_log
+    assert RESUMED.search(task_log) and "TIME LIMIT" not in task_log, task_log
+    assert_same_results(user, project, reference)
+    print("\n".join(f"{name}: {seconds:.1f} s" for name, seconds in timings.items()))

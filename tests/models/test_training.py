@@ -1,8 +1,11 @@
 import ctypes
 import math
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,7 @@ from torch import nn
 from tumorbench.core.fileio import md5_file
 from tumorbench.models.architectures import build_model
 from tumorbench.models.runtime import compiled, prepare_model, resolved_precision
+from tumorbench.models.stopping import STOPPED_EXIT, TrainingStopped
 from tumorbench.models.training import TrainConfig, fit, make_optimizer
 
 
@@ -121,7 +125,7 @@ def blobs(n: int, seed: int, size: int = 32):
     return images, labels
 
 
-def run_fit(tmp_path, name, stop_after=None, epochs=3):
+def run_fit(tmp_path, name, stop_after=None, epochs=3, **overrides):
     torch.manual_seed(0)
     model, _ = build_model("resnet18", 2, "scratch", 32)
     train_x, train_y = blobs(48, seed=1)
@@ -132,7 +136,7 @@ def run_fit(tmp_path, name, stop_after=None, epochs=3):
         train_y,
         val_x,
         val_y,
-        config(epochs=epochs),
+        config(epochs=epochs, **overrides),
         checkpoint_path=tmp_path / name,
         live_dir=tmp_path / "live",
         fingerprint="same-inputs",
@@ -163,6 +167,39 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     assert not (tmp_path / "resume").exists()
     logged = (tmp_path / "live" / "plots" / "metrics" / "val" / "loss.tsv").read_text().splitlines()
     assert len(logged) == 1 + 3  # header + every epoch, the replayed ones included
+
+
+def signal_when(path: Path, signum: int) -> threading.Thread:
+    """Send this process `signum` as soon as `path` exists (the resume state after an epoch)."""
+
+    def wait_then_signal():
+        deadline = time.monotonic() + 120
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.kill(os.getpid(), signum)
+
+    thread = threading.Thread(target=wait_then_signal, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.slow
+def test_a_stop_signal_mid_epoch_saves_the_part_epoch_and_resumes_to_the_same_result(tmp_path, capsys):
+    uninterrupted = run_fit(tmp_path, "full.pt", batch_size=4)  # 12 batches an epoch
+    state = tmp_path / "resume" / "state.pt"
+    before = signal.getsignal(signal.SIGTERM)
+    signal_when(state, signal.SIGTERM)
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after batch (\d+) of 12 in epoch 2 of 3") as stop:
+        run_fit(tmp_path, "resumed.pt", batch_size=4)
+    assert stop.value.exit_code == STOPPED_EXIT and signal.getsignal(signal.SIGTERM) is before
+    saved = torch.load(state, weights_only=True)
+    assert saved["epoch"] == 1 and 0 < saved["part"]["next_start"] < 48 and not (tmp_path / "resumed.pt").exists()
+    capsys.readouterr()
+    resumed = run_fit(tmp_path, "resumed.pt", batch_size=4)
+    batch = saved["part"]["next_start"] // 4 + 1
+    assert f"resume: continuing from epoch 1 of 3, at batch {batch} of 12" in capsys.readouterr().out
+    assert resumed["history"] == uninterrupted["history"]
+    assert md5_file(tmp_path / "resumed.pt") == md5_file(tmp_path / "full.pt")
 
 
 @pytest.mark.slow

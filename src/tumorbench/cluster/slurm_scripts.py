@@ -21,6 +21,7 @@ from ruamel.yaml import YAML
 
 from tumorbench.core.errors import UserError
 
+DEFAULT_SIGNAL_BEFORE = 120  # seconds: a batch and a resume state's save, with Slurm's up to 60 s of slack
 SLURM_DIR = Path(".slurm")  # in the submitting workspace: job records, logs, resume states (tumorbench.cluster.slurm)
 CONFIG = Path("slurm.yaml")
 
@@ -40,6 +41,7 @@ class Options:
     cpus: int | None = None  # per task and for the aggregate (--cpus-per-task)
     mem: str | None = None  # e.g. 32G
     time: str | None = None  # e.g. 12:00:00
+    signal_before: int | None = None  # seconds before the time limit Slurm signals a task (DEFAULT_SIGNAL_BEFORE)
     max_running: int | None = None  # tasks at once (the array's %N)
     sbatch: list[str] = field(default_factory=list)  # more options, one #SBATCH line each, e.g. --qos=high
     setup: str | None = None  # a shell command that sets the Python environment up, instead of this one's
@@ -67,7 +69,7 @@ def given(flags: dict) -> dict:
 
 
 def check_options(options: Options, where: str) -> Options:
-    for name in ("gpus", "cpus", "max_running"):
+    for name in ("gpus", "cpus", "max_running", "signal_before"):
         value = getattr(options, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             flag = name.replace("_", "-")
@@ -172,11 +174,44 @@ def header(job_name: str, log: Path, options: Options, gpus: bool, more: list[st
     ]
 
 
+def stoppable_repro_lines(task: str) -> list[str]:
+    """`dvc repro` of the task's targets, stopped cleanly on a signal; at the time limit the task requeues."""
+    return [
+        "# Slurm signals this script (USR1, --signal) before the time limit, and every process of the task (TERM)",
+        "# at preemption, `scontrol requeue`, a node set down or scancel. dvc runs in a process group of its own so",
+        "# that this script outlives it and passes the signal on: the training saves its resume state at the end of",
+        "# its batch and stops (tumorbench.models.stopping); before the time limit the task then requeues itself.",
+        'stopped="" repro=""',
+        'on_signal() { stopped=$1; if [ -n "$repro" ]; then kill -TERM -- "-$repro" 2>/dev/null || true; fi; }',
+        "trap 'on_signal USR1' USR1",
+        "trap 'on_signal TERM' TERM",
+        "setsid dvc repro --pull ${targets[$SLURM_ARRAY_TASK_ID]} &",
+        "repro=$!",
+        "while :; do  # a trapped signal ends `wait` early: wait again until dvc has exited",
+        '    wait "$repro" && status=0 || status=$?',
+        '    kill -0 "$repro" 2>/dev/null || break',
+        "done",
+        'while kill -0 -- "-$repro" 2>/dev/null; do sleep 0.2; done  # a training outliving dvc is still saving',
+        'if [ "$status" -ne 0 ] && [ "$stopped" = USR1 ]; then',
+        f'    echo "stopped before the time limit: requeueing {task}, which continues from its resume state"',
+        f'    scontrol requeue "{task}"',
+        "    exit 0",
+        "fi",
+        'if [ "$status" -ne 0 ]; then exit "$status"; fi',
+    ]
+
+
 def task_script(plan: Plan) -> str:
     logs = Path(plan.root) / SLURM_DIR / "logs"
     limit = f"%{plan.options.max_running}" if plan.options.max_running else ""
-    array = [f"#SBATCH --array=0-{len(plan.tasks) - 1}{limit}", "#SBATCH --requeue"]
+    signal_before = plan.options.signal_before or DEFAULT_SIGNAL_BEFORE
+    array = [
+        f"#SBATCH --array=0-{len(plan.tasks) - 1}{limit}",
+        "#SBATCH --requeue",
+        f"#SBATCH --signal=B:USR1@{signal_before}",
+    ]
     lines = header("tumorbench", logs / "%A_%a.log", plan.options, True, array)
+    task = "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"
     lines += [
         f"# A task of `tumorbench slurm submit`: its share of the grid at commit {plan.commit[:8]}, results and",
         "# run-cache pushed to the DVC remote, from where the aggregate and `dvc repro --pull` restore them.",
@@ -184,9 +219,10 @@ def task_script(plan: Plan) -> str:
         *[f'    "{plan.stages(task)}"  # task {k}' for k, task in enumerate(plan.tasks)],
         ")",
         *environment_lines(plan),
-        *clone_lines(plan, "${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}"),
-        'echo "task $SLURM_ARRAY_TASK_ID on $(hostname): ${targets[$SLURM_ARRAY_TASK_ID]}"',
-        "dvc repro --pull ${targets[$SLURM_ARRAY_TASK_ID]}",
+        *clone_lines(plan, task),
+        'echo "task $SLURM_ARRAY_TASK_ID on $(hostname), requeued ${SLURM_RESTART_COUNT:-0} times:"'
+        ' "${targets[$SLURM_ARRAY_TASK_ID]}"',
+        *stoppable_repro_lines(task),
         "dvc push --run-cache",
     ]
     return "\n".join(lines) + "\n"

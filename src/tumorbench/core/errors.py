@@ -15,15 +15,20 @@ from pathlib import Path
 
 
 class UserError(Exception):
-    """An input the user can fix; the message says which file and how."""
+    """An input the user can fix; the message says which file and how. `exit_code` is the stage's exit
+    status when it ends with this error."""
+
+    exit_code = 1
 
 
 def run_stage(main: Callable[..., None]) -> None:
     """main(*command-line arguments), a UserError turned into `<stage>: <message>` on stderr and exit
-    status 1. <stage> is the name DVC runs it as ($DVC_STAGE), else <script>@<args joined by ->."""
+    status 1 (or the error's exit_code). <stage> is the name DVC runs it as ($DVC_STAGE), else
+    <script>@<args joined by ->."""
     args = sys.argv[1:]
     name = os.environ.get("DVC_STAGE") or Path(sys.argv[0]).stem + (f"@{'-'.join(args)}" if args else "")
     try:
         main(*args)
     except UserError as error:
-        sys.exit(f"{name}: {error}")
+        print(f"{name}: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)

@@ -8,7 +8,9 @@ The prepared uint8 arrays are loaded once, onto the GPU when there is one;
 batches come from a seeded permutation and are augmented, scaled and
 standardised on the device. A resume state is written atomically after every
 epoch, so a killed run continues where it stopped and ends with the same
-result as an uninterrupted one.
+result as an uninterrupted one. Asked to stop (SIGTERM, SIGINT, SIGUSR1:
+tumorbench.models.stopping), it finishes the batch it is in and saves the
+part-epoch too, so a preempted or time-limited task loses at most one batch.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from tumorbench.models.runtime import (
     prepare_model,
     resolved_precision,
 )
+from tumorbench.models.stopping import StopRequest, TrainingStopped
 
 
 @dataclass
@@ -99,15 +102,37 @@ def augmented(images_uint8: torch.Tensor, cfg: TrainConfig, generator: torch.Gen
     return augment_batch(x, generator, cfg.rotation, cfg.hflip, cfg.vflip, cfg.interpolation)
 
 
-def train_one_epoch(model, optimizer, images, labels, cfg: TrainConfig, generator, progress: bool = True) -> float:
+@dataclass
+class PartEpoch:
+    """Where an epoch stopped part-way: its order, the first batch not trained, the loss summed so far."""
+
+    order: torch.Tensor
+    next_start: int
+    total: torch.Tensor
+    seen: int
+
+    def state(self) -> dict:
+        return {"order": self.order.cpu(), "next_start": self.next_start, "total": self.total.cpu(), "seen": self.seen}
+
+
+def train_one_epoch(
+    model, optimizer, images, labels, cfg: TrainConfig, generator, progress: bool = True, part=None, stop=None
+) -> float | PartEpoch:
+    """One pass over the training images in a seeded random order; the mean training loss.
+
+    `part` (a PartEpoch) continues an epoch stopped part-way. When `stop` is true after a batch with
+    more to go, the epoch ends there and its PartEpoch is returned instead of the loss."""
     model.train()
     device = images.device
     n = len(images)
-    order = torch.randperm(n, generator=generator, device=device)
-    total = torch.zeros((), device=device)
-    seen = 0
-    starts = range(0, n, cfg.batch_size)
-    for start in tqdm(starts, desc="  train", leave=False, disable=not progress, unit="batch"):
+    if part is None:
+        order = torch.randperm(n, generator=generator, device=device)
+        total, seen, first = torch.zeros((), device=device), 0, 0
+    else:
+        order, total, seen, first = part.order.to(device), part.total.to(device), part.seen, part.next_start
+    starts = range(first, n, cfg.batch_size)
+    batches = tqdm(starts, desc="  train", leave=False, disable=not progress, unit="batch", total=len(starts))
+    for start in batches:
         idx = order[start : start + cfg.batch_size]
         if len(idx) < 2 <= n:
             break  # BatchNorm cannot train on a batch of one image
@@ -121,6 +146,8 @@ def train_one_epoch(model, optimizer, images, labels, cfg: TrainConfig, generato
         optimizer.step()
         total += loss.detach() * len(idx)  # stays on the device: no sync per step
         seen += len(idx)
+        if stop and start + cfg.batch_size < n:
+            return PartEpoch(order, start + cfg.batch_size, total, seen)
     return (total / seen).item()
 
 
@@ -201,6 +228,7 @@ def fit(
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     start_epoch, best_loss, best_epoch, history = 0, float("inf"), -1, []
 
+    part = None
     state = load_resume_state(resume_dir, fingerprint)
     if state is not None:
         model.load_state_dict(state["model"])
@@ -213,10 +241,30 @@ def fit(
             state["best_epoch"],
             state["history"],
         )
-        print(f"resume: continuing from epoch {start_epoch} of {cfg.epochs} (best so far: epoch {best_epoch})")
+        part = PartEpoch(**state["part"]) if state.get("part") else None
+        where = f", at batch {batches_done(part, cfg) + 1} of {batch_count(len(x_train), cfg)}" if part else ""
+        print(f"resume: continuing from epoch {start_epoch} of {cfg.epochs}{where} (best so far: epoch {best_epoch})")
+
+    def save_state(epoch: int, part: PartEpoch | None) -> None:
+        """Resume state: `epoch` epochs finished, and `part` of the next one."""
+        save_torch(
+            {
+                "fingerprint": fingerprint,
+                "epoch": epoch,
+                "part": part.state() if part else None,
+                "model": base_model(model).state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "rng": rng_states(generator),
+                "best_loss": best_loss,
+                "best_epoch": best_epoch,
+                "history": history,
+            },
+            resume_dir / "state.pt",
+        )
 
     trained = compiled(model, cfg.compile)
-    with open_live(live_dir) as live:
+    with open_live(live_dir) as live, StopRequest() as stop:
         for row in history:  # DVC removed the old log with the stage's outputs: replay it
             log_epoch(live, row)
         epochs = tqdm(
@@ -229,7 +277,12 @@ def fit(
         )
         for epoch in epochs:
             lr = optimizer.param_groups[0]["lr"]
-            train_loss = train_one_epoch(trained, optimizer, x_train, y_train, cfg, generator, progress)
+            train_loss = train_one_epoch(trained, optimizer, x_train, y_train, cfg, generator, progress, part, stop)
+            part = None
+            if isinstance(train_loss, PartEpoch):
+                save_state(epoch, train_loss)
+                done = f"batch {batches_done(train_loss, cfg)} of {batch_count(len(x_train), cfg)}"
+                raise TrainingStopped(stopped_message(stop.signal, f"{done} in epoch {epoch + 1}", cfg, resume_dir))
             val_loss, val_accuracy = validation_scores(trained, x_val, y_val, cfg)
             scheduler.step()
             if is_better(val_loss, best_loss):
@@ -253,26 +306,15 @@ def fit(
             }
             history.append(row)
             log_epoch(live, row)
-            save_torch(
-                {
-                    "fingerprint": fingerprint,
-                    "epoch": epoch + 1,
-                    "model": base_model(model).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "rng": rng_states(generator),
-                    "best_loss": best_loss,
-                    "best_epoch": best_epoch,
-                    "history": history,
-                },
-                resume_dir / "state.pt",
-            )
+            save_state(epoch + 1, None)
             epochs.set_postfix(
                 train_loss=f"{train_loss:.4f}",
                 val_loss=f"{val_loss:.4f}",
                 val_acc=f"{val_accuracy:.4f}",
                 best=best_epoch,
             )
+            if stop and epoch + 1 < cfg.epochs:  # the signal came during validation
+                raise TrainingStopped(stopped_message(stop.signal, f"epoch {epoch + 1}", cfg, resume_dir))
             if stop_after is not None and epoch + 1 - start_epoch >= stop_after and epoch + 1 < cfg.epochs:
                 return {"stopped_at": epoch + 1}
 
@@ -281,6 +323,21 @@ def fit(
     os.replace(checkpoint_path.with_name(checkpoint_path.name + ".tmp"), checkpoint_path)
     shutil.rmtree(resume_dir, ignore_errors=True)
     return {"best_epoch": best_epoch, "best_val_loss": best_loss, "history": history}
+
+
+def batch_count(n: int, cfg: TrainConfig) -> int:
+    return -(-n // cfg.batch_size)
+
+
+def batches_done(part: PartEpoch, cfg: TrainConfig) -> int:
+    return part.next_start // cfg.batch_size
+
+
+def stopped_message(signal_name: str, after: str, cfg: TrainConfig, resume_dir: Path) -> str:
+    return (
+        f"stopped by {signal_name} after {after} of {cfg.epochs}; the resume state is saved in {resume_dir}: "
+        "rerun (dvc repro) to continue from there"
+    )
 
 
 def log_epoch(live, row: dict) -> None:
