@@ -113,6 +113,8 @@ def test_corrected_t_test_by_hand_and_wider_than_the_plain_one():
 def test_corrected_t_test_edge_cases():
     assert corrected_resampled_t_test([0.9, 0.8], [0.9, 0.8], 0.5)["p"] == 1.0
     assert corrected_resampled_t_test([1.0, 0.5], [0.5, 0.0], 0.5)["p"] == 0.0
+    assert corrected_resampled_t_test([1.0, 0.5], [0.5, 0.0], 0.5)["t"] == np.inf
+    assert corrected_resampled_t_test([0.5, 0.0], [1.0, 0.5], 0.5)["t"] == -np.inf  # b better: the sign says so
     with pytest.raises(ValueError, match="2 or more"):
         corrected_resampled_t_test([0.9], [0.8], 0.2)
 

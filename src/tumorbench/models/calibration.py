@@ -15,8 +15,9 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import minimize_scalar
 
+from tumorbench.models.metrics import PROB_FLOOR, sample_losses
+
 ECE_BINS = 15
-PROB_FLOOR = 1e-12
 TEMPERATURE_BOUNDS = (0.05, 20.0)
 
 
@@ -72,7 +73,7 @@ def brier_score(labels, probs) -> float:
 
 def negative_log_likelihood(labels, probs) -> float:
     labels, probs = _checked(labels, probs)
-    return float(-np.log(np.clip(probs[np.arange(labels.size), labels], PROB_FLOOR, None)).mean())
+    return float(sample_losses(labels, probs, probs.shape[1]).mean())
 
 
 def calibration_metrics(labels, probs) -> dict[str, float]:

@@ -131,7 +131,7 @@ def corrected_resampled_t_test(scores_a, scores_b, test_fraction: float) -> dict
     sd^2 / k ignores that the folds' training sets overlap and is over-confident; Nadeau and Bengio
     (2003) replace 1/k by 1/k + n_test/n_train, which for k-fold cross-validation is
     1/k + 1/(k - 1): t = mean(d) / sqrt((1/k + n_test/n_train) sd^2), k - 1 degrees of freedom.
-    All differences equal: p = 1 when they are 0, else 0.
+    All differences equal: p = 1 when they are 0, else 0 (t = +-inf, the sign of the difference).
     """
     a, b = np.asarray(scores_a, dtype=np.float64), np.asarray(scores_b, dtype=np.float64)
     if a.shape != b.shape or a.ndim != 1 or a.size < 2:
@@ -142,7 +142,7 @@ def corrected_resampled_t_test(scores_a, scores_b, test_fraction: float) -> dict
     k, mean, var = diff.size, float(diff.mean()), float(diff.var(ddof=1))
     ratio = test_fraction / (1 - test_fraction)
     if var == 0:
-        return {"mean_diff": mean, "t": float("inf") if mean else 0.0, "p": 0.0 if mean else 1.0}
+        return {"mean_diff": mean, "t": float(np.sign(mean) * np.inf) if mean else 0.0, "p": 0.0 if mean else 1.0}
     statistic = mean / np.sqrt((1 / k + ratio) * var)
     p = 2 * float(student_t.sf(abs(statistic), k - 1))
     return {"mean_diff": mean, "t": float(statistic), "p": p}
