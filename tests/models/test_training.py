@@ -4,8 +4,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +123,11 @@ def blobs(n: int, seed: int, size: int = 32):
     return images, labels
 
 
-def run_fit(tmp_path, name, stop_after=None, epochs=3, **overrides):
+def run_fit(tmp_path, name, stop_after=None, epochs=3, on_model=None, **overrides):
     torch.manual_seed(0)
     model, _ = build_model("resnet18", 2, "scratch", 32)
+    if on_model is not None:
+        on_model(model)
     train_x, train_y = blobs(48, seed=1)
     val_x, val_y = blobs(32, seed=2)
     return fit(
@@ -169,18 +169,18 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path):
     assert len(logged) == 1 + 3  # header + every epoch, the replayed ones included
 
 
-def signal_when(path: Path, signum: int) -> threading.Thread:
-    """Send this process `signum` as soon as `path` exists (the resume state after an epoch)."""
+def signal_at_training_forward(model: nn.Module, count: int, signum: int) -> None:
+    """Send this process `signum` during the model's `count`-th forward pass in training mode, as a cluster
+    would at any moment; Python runs the handler as soon as os.kill returns, inside that batch."""
+    calls = []
 
-    def wait_then_signal():
-        deadline = time.monotonic() + 120
-        while not path.exists() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        os.kill(os.getpid(), signum)
+    def hook(module, inputs):
+        if module.training:
+            calls.append(1)
+            if len(calls) == count:
+                os.kill(os.getpid(), signum)
 
-    thread = threading.Thread(target=wait_then_signal, daemon=True)
-    thread.start()
-    return thread
+    model.register_forward_pre_hook(hook)
 
 
 @pytest.mark.slow
@@ -188,16 +188,18 @@ def test_a_stop_signal_mid_epoch_saves_the_part_epoch_and_resumes_to_the_same_re
     uninterrupted = run_fit(tmp_path, "full.pt", batch_size=4)  # 12 batches an epoch
     state = tmp_path / "resume" / "state.pt"
     before = signal.getsignal(signal.SIGTERM)
-    signal_when(state, signal.SIGTERM)
-    with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after batch (\d+) of 12 in epoch 2 of 3") as stop:
-        run_fit(tmp_path, "resumed.pt", batch_size=4)
+
+    def in_epoch_2_batch_5(model):
+        signal_at_training_forward(model, 12 + 5, signal.SIGTERM)
+
+    with pytest.raises(TrainingStopped, match=r"stopped by SIGTERM after batch 5 of 12 in epoch 2 of 3") as stop:
+        run_fit(tmp_path, "resumed.pt", batch_size=4, on_model=in_epoch_2_batch_5)
     assert stop.value.exit_code == STOPPED_EXIT and signal.getsignal(signal.SIGTERM) is before
     saved = torch.load(state, weights_only=True)
-    assert saved["epoch"] == 1 and 0 < saved["part"]["next_start"] < 48 and not (tmp_path / "resumed.pt").exists()
+    assert saved["epoch"] == 1 and saved["part"]["next_start"] == 5 * 4 and not (tmp_path / "resumed.pt").exists()
     capsys.readouterr()
     resumed = run_fit(tmp_path, "resumed.pt", batch_size=4)
-    batch = saved["part"]["next_start"] // 4 + 1
-    assert f"resume: continuing from epoch 1 of 3, at batch {batch} of 12" in capsys.readouterr().out
+    assert "resume: continuing from epoch 1 of 3, at batch 6 of 12" in capsys.readouterr().out
     assert resumed["history"] == uninterrupted["history"]
     assert md5_file(tmp_path / "resumed.pt") == md5_file(tmp_path / "full.pt")
 
