@@ -40,7 +40,7 @@ def main(name: str) -> None:
         for variant in (v for v in variants if v.name not in untrained):
             split = json.loads(variant.split.read_text())
             result, predictions = external.evaluate(
-                load_checkpoint(variant.checkpoint, variant.name), split, device, params
+                load_checkpoint(variant.checkpoint, variant.stage("train")), split, device, params
             )
             (out / f"{variant.name}.json").write_text(to_json(result))
             (out / f"{variant.name}.csv").write_text(predictions)

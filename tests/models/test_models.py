@@ -4,11 +4,13 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision.models as tvm
+import yaml
 from efficientnet_pytorch import EfficientNet
 from efficientnet_pytorch import utils as effnet_utils
 from torch import nn
 
 from tumorbench.core.catalog import MODELS
+from tumorbench.core.variants import Variant
 from tumorbench.models.architectures import (
     TORCHVISION_MODELS,
     PretrainedWeightsMissing,
@@ -18,6 +20,7 @@ from tumorbench.models.architectures import (
     torchvision_model,
     weights_path,
 )
+from tumorbench.models.inference import CheckpointError, load_checkpoint
 
 SIZE = 64
 LARGE = ("efficientnet-b5", "efficientnet-b6", "efficientnet-b7")
@@ -225,3 +228,20 @@ def test_efficientnet_bn_momentum_option_sets_every_batchnorm_and_nothing_else(e
     assert {round(m.momentum, 9) for m in faster.modules() if isinstance(m, nn.BatchNorm2d)} == {0.1}
     state, other = default.state_dict(), faster.state_dict()
     assert all(torch.equal(state[key], other[key]) for key in state)  # same weights: only the momentum differs
+
+
+@pytest.mark.parametrize(
+    ("protocol", "stage"),
+    [
+        ("paper", "train@br35h-resnet18-scratch"),
+        ("grouped", "train_grouped@br35h-resnet18-scratch"),
+        ("cv3", "train_cv@br35h-resnet18-scratch-3"),
+    ],
+)
+def test_a_missing_checkpoint_names_the_stage_that_retrains_it(tmp_path, protocol, stage):
+    variant = Variant("br35h", "resnet18", "scratch", protocol)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(tmp_path / variant.checkpoint, variant.stage("train"))
+    assert f"`dvc repro -f -s {stage}`" in str(error.value)
+    stages = yaml.safe_load((Path(__file__).parents[2] / "dvc.yaml").read_text())["stages"]
+    assert stage.split("@")[0] in stages  # a stage dvc.yaml defines, not a name made up here

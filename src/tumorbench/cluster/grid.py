@@ -1,6 +1,7 @@
-"""Share the variant grid among workers: each gets every N-th `evaluate@<variant>` of params.yaml's grid
-(datasets x models x inits, in that order), so the shares are disjoint and together cover the grid.
-`dvc repro` of an evaluate stage also runs its train stage and the data stages above it.
+"""Share the variant grid among workers: each gets every N-th evaluate stage of every variant that trains
+(the paper's grid, then the leakage table's, then the cross-validation folds: `variant_targets`), so the
+shares are disjoint and together cover every training. `dvc repro` of an evaluate stage also runs its
+train stage and the data stages above it.
 See docs/SCALING.md.
 """
 
@@ -16,12 +17,8 @@ class UnknownTargetError(UserError):
     """A pattern that names no variant of the grid; the message lists the grid."""
 
 
-def grid_targets(params: dict) -> list[str]:
-    return [v.stage("evaluate") for v in all_variants(params)]
-
-
 def share(worker: int, workers: int, params: dict) -> list[str]:
-    return grid_targets(params)[worker::workers]
+    return list(variant_targets(params))[worker::workers]
 
 
 def variant_targets(params: dict) -> dict[str, Variant]:

@@ -53,7 +53,7 @@ def validation_metrics(labels: np.ndarray, probs: np.ndarray, class_names: list[
 
 
 def evaluate_variant(variant: Variant, params: dict) -> dict:
-    checkpoint = load_checkpoint(variant.checkpoint, variant.name)
+    checkpoint = load_checkpoint(variant.checkpoint, variant.stage("train"))
     data = load_split_data(variant.dataset, protocol=variant.protocol)
     precision, normalize = params["train"]["precision"], params["normalize"][variant.init]
     device = pick_device(params["train"]["device"])

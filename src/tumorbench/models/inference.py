@@ -22,14 +22,15 @@ class CheckpointError(UserError, RuntimeError):
     """A checkpoint that is missing, damaged or unsafe to load."""
 
 
-def load_checkpoint(path: Path, variant_name: str | None = None) -> dict:
+def load_checkpoint(path: Path, train_stage: str | None = None) -> dict:
     """A checkpoint the train stage wrote, loaded with weights_only=True; a CheckpointError naming the file
-    and the fix (for a pipeline variant, how to restore or retrain it) otherwise."""
+    and the fix otherwise. train_stage: for a pipeline variant, the dvc.yaml stage that retrains it
+    (Variant.stage("train"): train@..., train_grouped@..., train_cv@...-<k>)."""
     path = Path(path)
     restore = (
         f"restore it with `dvc checkout --force {path}` (if the DVC cache has it) "
-        f"or retrain with `dvc repro -f -s train@{variant_name}`"
-        if variant_name
+        f"or retrain with `dvc repro -f -s {train_stage}`"
+        if train_stage
         else "use a models/<variant>.pt the train stage wrote"
     )
     if not path.exists():

@@ -240,7 +240,7 @@ def explain_variant(variant, params: dict, root: Path = Path(".")) -> dict:
     (half classified right, half wrong, as far as there are). Writes metrics/explain/<variant>.json and
     reports/explain/<variant>/*.png; returns the metrics."""
     settings = params["explain"]
-    checkpoint = load_checkpoint(root / variant.checkpoint, variant.name)
+    checkpoint = load_checkpoint(root / variant.checkpoint, variant.stage("train"))
     data = load_split_data(variant.dataset, root)
     size = checkpoint["image_size"]
     normalize = checkpoint.get("normalize") or params["normalize"][variant.init]
