@@ -174,17 +174,23 @@ def test_queued_seed_sweep_runs_and_shows_both_experiments(tmp_path):
 def test_grid_shares_are_disjoint_dvc_targets_covering_the_grid(tmp_path):
     project = make_project(
         tmp_path / "grid",
-        **{**TINY, "models": ["resnet18", "efficientnet-b0", "googlenet"], "inits": ["scratch", "imagenet"]},
+        **{
+            **TINY,
+            "models": ["resnet18", "efficientnet-b0", "googlenet"],
+            "inits": ["scratch", "imagenet"],
+            "grouped__models": ["resnet18"],  # one leakage-table variant
+            "cv__datasets": ["br35h"],  # and ResNet-18's five folds
+        },
     )
     tumorbench = str(Path(sys.executable).parent / "tumorbench")
     shares = [run([tumorbench, "grid", str(k), "5"], cwd=project).stdout.split() for k in range(5)]
     evaluate_stages = [
-        s for s in dvc("stage", "list", "--name-only", cwd=project).stdout.split() if s.startswith("evaluate@")
+        s for s in dvc("stage", "list", "--name-only", cwd=project).stdout.split() if s.startswith("evaluate")
     ]
-    assert len(evaluate_stages) == 12
+    assert len(evaluate_stages) == 12 + 1 + 5
     assert sorted(sum(shares, [])) == sorted(evaluate_stages)  # disjoint, complete, real stage names
-    assert sorted(len(s) for s in shares) == [2, 2, 2, 3, 3]
-    empty = run([tumorbench, "grid", "12", "13"], cwd=project, check=False)
+    assert sorted(len(s) for s in shares) == [3, 3, 4, 4, 4]
+    empty = run([tumorbench, "grid", "18", "19"], cwd=project, check=False)
     assert empty.returncode == 1 and not empty.stdout  # never an empty target list: that would run everything
 
 
