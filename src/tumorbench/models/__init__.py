@@ -2,6 +2,7 @@
 stages' library.
 
 It owns building models (`architectures`), where and how they run (`runtime`), batched augmentation
-(`augment`), training (`training`), images to probabilities (`inference`), the validation metrics
-(`metrics`) and the evaluate stage (`evaluation`). It may import `core` and `data`.
+(`augment`), training (`training`) and stopping it at a batch on a signal (`stopping`), images to
+probabilities (`inference`), the validation metrics (`metrics`), calibration (`calibration`) and the
+evaluate stage (`evaluation`). It may import `core` and `data`.
 """
